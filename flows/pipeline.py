@@ -1,0 +1,385 @@
+"""The main flow: ingest -> rewrite -> filter (score, decide) -> tokenize -> train -> evaluate.
+
+Each stage is a Prefect task that (1) computes its content-addressed version, (2) returns the
+stored manifest if that version is complete — a cache hit, nothing recomputed — or (3) runs its
+``tasks/`` functions shard by shard on Dask (CPU stages) or in a Ray actor (GPU stages), writes
+the manifest, and records its counts in the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from infra import dask as dask_engine
+from infra import ray as ray_engine
+from infra.env import data_root as resolve_data_root
+from tasks import filter as filter_stage
+from tasks import ingest, report, rewrite, tokenize
+from tasks.catalog import Catalog
+from tasks.filters import dedup
+from tasks.filters.base import get_filter
+from tasks.recipe import STAGES, Recipe, load_recipe
+from tasks.store import StageDir, merge_counts, run_marked, version_of
+
+
+class AccountingError(RuntimeError):
+    """A stage's docs_in != docs_kept + docs_rejected: something was lost or doubled."""
+
+
+@dataclass
+class RunContext:
+    run_id: str
+    recipe: Recipe
+    recipe_path: str
+    data_root: Path
+    catalog: Catalog
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def _abs(ctx: RunContext, rel: str) -> str:
+    return str(ctx.data_root / rel)
+
+
+def run_stage(
+    ctx: RunContext, stage: str, config: Any, inputs: list[str],
+    compute: Callable[[StageDir], dict[str, Any]],
+) -> dict[str, Any]:
+    """Content-addressed stage execution shared by every stage."""
+    log = get_run_logger()
+    version = version_of(stage, config, inputs)
+    sd = StageDir(ctx.data_root, stage, version)
+    t0 = time.perf_counter()
+    if sd.done():
+        manifest, cached = sd.manifest(), True
+        log.info("%s %s: cached (%d docs in, %d kept)", stage, version,
+                 manifest["docs_in"], manifest["docs_kept"])
+    else:
+        sd.path.mkdir(parents=True, exist_ok=True)
+        body = compute(sd)
+        manifest = sd.finish({"config": config, "inputs": inputs,
+                              "seconds": time.perf_counter() - t0, **body})
+        cached = False
+        log.info("%s %s: %d docs in, %d kept, %d rejected in %.1fs", stage, version,
+                 manifest["docs_in"], manifest["docs_kept"], manifest["docs_rejected"],
+                 manifest["seconds"])
+    if manifest["docs_in"] != manifest["docs_kept"] + manifest["docs_rejected"]:
+        raise AccountingError(f"{stage} {version}: {manifest['docs_in']} in != "
+                              f"{manifest['docs_kept']} kept + {manifest['docs_rejected']} "
+                              "rejected")
+    ctx.catalog.record_stage(ctx.run_id, manifest, time.perf_counter() - t0, str(sd.path),
+                             cached)
+    return manifest
+
+
+def _sharded(sd: StageDir, fn: Callable[..., dict], jobs: list[tuple[str, tuple]],
+             desc: str) -> list[dict[str, Any]]:
+    """Run fn over shard jobs [(key, args)], skipping shards finished by an earlier attempt."""
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for key, args in jobs:
+        done = sd.shard_done(key)
+        if done is not None:
+            results[key] = done
+        else:
+            todo.append((key, args))
+    if todo:
+        out = dask_engine.map_shards(
+            run_marked, [(str(sd.shard_marker(k)), fn, *a) for k, a in todo], desc)
+        results.update({k: r for (k, _), r in zip(todo, out, strict=True)})
+    return [results[k] for k, _ in jobs]
+
+
+def _shard_key(path: str) -> str:
+    return Path(path).name.removeprefix("part-").removesuffix(".parquet")
+
+
+# ----------------------------------------------------------------------------- stages
+@task(name="ingest", cache_policy=NO_CACHE)
+def ingest_task(ctx: RunContext) -> dict[str, Any]:
+    inp, cfg = ctx.recipe.input, ctx.recipe.stages.ingest
+    files = ingest.expand_inputs(inp.paths)
+    prints = [ingest.fingerprint(f) for f in files]
+    config = {"input": inp.model_dump(exclude={"paths"}), "ingest": cfg.model_dump()}
+    inputs = [f"{p['path']}:{p['size']}:{p['mtime_ns']}" for p in prints]
+
+    def compute(sd: StageDir) -> dict[str, Any]:
+        jobs = [(f"{i:05d}", (str(f), f"{i:05d}", str(sd.path), inp.format, inp.fields, cfg))
+                for i, f in enumerate(files)]
+        stats = _sharded(sd, ingest.ingest_file, jobs, "ingest")
+        kept = sorted(sd.rel(sd.path / k) for s in stats for k in s["kept"])
+        return {**merge_counts(stats), "files": prints,
+                "quarantined": sum(s["quarantined"] for s in stats),
+                "outputs": {"kept": kept,
+                            "quarantine": sd.rel(sd.path / "quarantine")}}
+
+    return run_stage(ctx, "ingest", config, inputs, compute)
+
+
+@task(name="rewrite", cache_policy=NO_CACHE)
+def rewrite_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
+    cfg = ctx.recipe.stages.rewrite
+    config = cfg.model_dump() if cfg else None
+
+    def compute(sd: StageDir) -> dict[str, Any]:
+        if cfg is None:  # pass-through: account for every doc, copy nothing
+            n = upstream["docs_kept"]
+            return {"docs_in": n, "docs_kept": n, "docs_rejected": 0, "rejections": {},
+                    "passthrough": True, "outputs": {"kept": upstream["outputs"]["kept"]}}
+        jobs = []
+        for rel in upstream["outputs"]["kept"]:
+            k = _shard_key(rel)
+            jobs.append((k, (_abs(ctx, rel), str(sd.path / "kept" / f"part-{k}.parquet"),
+                             str(sd.path / "rejected" / f"part-{k}.parquet"), config)))
+        stats = _sharded(sd, rewrite.rewrite_shard, jobs, "rewrite")
+        return {**merge_counts(stats),
+                "outputs": {"kept": [sd.rel(a[1]) for _, a in jobs]}}
+
+    return run_stage(ctx, "rewrite", config, [upstream["version"]], compute)
+
+
+@task(name="score", cache_policy=NO_CACHE)
+def score_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
+    fcfg = ctx.recipe.stages.filter
+    ded = fcfg.exact_dedup.model_dump() if fcfg.exact_dedup else None
+    # only what changes scores goes into this version: thresholds live in the decide step
+    config = {"filters": {n: {"score_version": get_filter(n).SCORE_VERSION, **c.score_params()}
+                          for n, c in fcfg.filters.items()},
+              "exact_dedup": ded}
+
+    def compute(sd: StageDir) -> dict[str, Any]:
+        jobs = []
+        for rel in upstream["outputs"]["kept"]:
+            k = _shard_key(rel)
+            jobs.append((k, (_abs(ctx, rel), str(sd.path / "scored" / f"part-{k}.parquet"),
+                             fcfg.filters, ded)))
+        stats = _sharded(sd, filter_stage.score_shard, jobs, "score")
+        return {**merge_counts(stats), "outputs": {"kept": [sd.rel(a[1]) for _, a in jobs]}}
+
+    return run_stage(ctx, "score", config, [upstream["version"]], compute)
+
+
+@task(name="filter", cache_policy=NO_CACHE)
+def filter_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
+    fcfg = ctx.recipe.stages.filter
+    config = fcfg.model_dump()
+
+    def compute(sd: StageDir) -> dict[str, Any]:
+        scored = [_abs(ctx, rel) for rel in upstream["outputs"]["kept"]]
+        drops: list[list[int] | None] = [None] * len(scored)
+        if fcfg.exact_dedup is not None:
+            # pass 1: hashes of docs passing the rules, from every shard; survivors chosen here
+            cands = dask_engine.map_shards(
+                filter_stage.dedup_candidates,
+                [(p, i, fcfg.filters) for i, p in enumerate(scored)], "dedup keys")
+            import pyarrow as pa
+
+            dup = dedup.duplicates(pa.concat_tables(cands)) if cands else None
+            drops = [[] for _ in scored]
+            if dup is not None:
+                for s, r in zip(dup.column("shard").to_pylist(), dup.column("row").to_pylist(),
+                                strict=True):
+                    drops[s].append(r)
+        jobs = []
+        for i, p in enumerate(scored):
+            k = _shard_key(p)
+            jobs.append((k, (p, str(sd.path / "kept" / f"part-{k}.parquet"),
+                             str(sd.path / "rejected" / f"part-{k}.parquet"), fcfg.filters,
+                             drops[i])))
+        stats = _sharded(sd, filter_stage.decide_shard, jobs, "filter")
+        return {**merge_counts(stats), "outputs": {
+            "kept": [sd.rel(a[1]) for _, a in jobs],
+            "rejected": [sd.rel(a[2]) for _, a in jobs]}}
+
+    return run_stage(ctx, "filter", config, [upstream["version"]], compute)
+
+
+@task(name="tokenize", cache_policy=NO_CACHE)
+def tokenize_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
+    cfg = ctx.recipe.stages.tokenize
+    config = cfg.model_dump()
+    if cfg.tokenizer:  # a user's tokenizer: its content, not its path, is the input
+        import hashlib
+
+        config["tokenizer"] = hashlib.sha256(Path(cfg.tokenizer).read_bytes()).hexdigest()
+
+    def compute(sd: StageDir) -> dict[str, Any]:
+        kept = [_abs(ctx, rel) for rel in upstream["outputs"]["kept"]]
+        tok_path = sd.path / "tokenizer.json"
+        if cfg.tokenizer:
+            shutil.copyfile(cfg.tokenizer, tok_path)
+        elif not tok_path.exists():
+            dask_engine.map_shards(_train_tokenizer, [(kept, cfg, str(tok_path))], "tokenizer")
+        jobs = [(_shard_key(p), (p, str(tok_path), str(sd.path), _shard_key(p), cfg.seq_len,
+                                 cfg.heldout_fraction)) for p in kept]
+        stats = _sharded(sd, tokenize.pack_shard, jobs, "tokenize")
+        meta = tokenize.write_meta(sd.path, tok_path, cfg.seq_len, stats)
+        by_source: dict[str, int] = {}
+        for s in stats:
+            for src, n in s["tokens_by_source"].items():
+                by_source[src] = by_source.get(src, 0) + n
+        return {**merge_counts(stats),
+                "train_docs": sum(s["train_docs"] for s in stats),
+                "heldout_docs": sum(s["heldout_docs"] for s in stats),
+                "tokens": sum(s["tokens"] for s in stats),
+                "train_sequences": sum(s["n_seq"] for s in stats),
+                "tokens_by_source": by_source, "vocab_size": meta["vocab_size"],
+                "outputs": {"data_dir": sd.rel(sd.path)}}
+
+    return run_stage(ctx, "tokenize", config, [upstream["version"]], compute)
+
+
+def _train_tokenizer(kept: list[str], cfg: Any, out: str) -> str:
+    texts = tokenize.iter_train_texts(kept, cfg.heldout_fraction, cfg.tokenizer_train_bytes)
+    tokenize.train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency, Path(out))
+    return out
+
+
+def _tail_metrics(path: Path, stop: threading.Event, log: Any) -> None:
+    """Stream the trainer's metrics lines into the Prefect log while it runs."""
+    pos = 0
+    while True:
+        stopped = stop.wait(1.0)
+        if path.exists():
+            with open(path) as fh:
+                fh.seek(pos)
+                while (line := fh.readline()).endswith("\n"):
+                    m = json.loads(line)
+                    log.info("train step %d loss %.4f lr %.2e grad_norm %.3f %.0f tok/s",
+                             m["step"], m["loss"], m["lr"], m["grad_norm"], m["tokens_per_s"])
+                    pos = fh.tell()
+        if stopped:
+            return
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
+    tcfg = ctx.recipe.train_config()
+    config = tcfg.model_dump()
+    log = get_run_logger()
+
+    def compute(sd: StageDir) -> dict[str, Any]:
+        data_dir = _abs(ctx, upstream["outputs"]["data_dir"])
+        metrics = sd.path / "metrics.jsonl"
+        metrics.unlink(missing_ok=True)
+        stop = threading.Event()
+        tail = threading.Thread(target=_tail_metrics, args=(metrics, stop, log), daemon=True)
+        tail.start()
+        ray = ray_engine.init()
+        actor = ray_engine.start_actor()
+        try:
+            summary = ray.get(actor.run.remote("tasks.train:train", tcfg, Path(data_dir),
+                                               sd.path, metrics))
+        finally:
+            stop.set()
+            tail.join(timeout=5)
+            ray.kill(actor)
+        n = upstream["train_docs"]
+        return {"docs_in": n, "docs_kept": n, "docs_rejected": 0, "summary": summary,
+                "outputs": {"checkpoint": sd.rel(sd.path / "checkpoint"),
+                            "metrics": sd.rel(metrics)}}
+
+    manifest = run_stage(ctx, "train", config, [upstream["version"]], compute)
+    rows = []
+    for line in (ctx.data_root / manifest["outputs"]["metrics"]).read_text().splitlines():
+        m = json.loads(line)
+        rows += [(m["step"], k, float(m[k])) for k in ("loss", "lr", "grad_norm", "tokens_per_s")]
+    ctx.catalog.record_metrics(ctx.run_id, rows)
+    return manifest
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(ctx: RunContext, tok: dict[str, Any], trained: dict[str, Any]
+                  ) -> dict[str, Any]:
+    cfg = ctx.recipe.stages.evaluate
+    config = cfg.model_dump()
+    ckpt = _abs(ctx, trained["outputs"]["checkpoint"])
+
+    def compute(sd: StageDir) -> dict[str, Any]:
+        data_dir = ctx.data_root / tok["outputs"]["data_dir"]
+        docs = tokenize.read_heldout(data_dir, cfg.max_docs)
+        seq_len = json.loads((data_dir / "meta.json").read_text())["seq_len"]
+        ray = ray_engine.init()
+        actor = ray_engine.start_actor()
+        try:
+            res = ray.get(actor.run.remote("tasks.evaluate:bits_per_byte", Path(ckpt), docs,
+                                           seq_len, cfg.batch_size))
+        finally:
+            ray.kill(actor)
+        (sd.path / "results.json").write_text(json.dumps(res, indent=2))
+        return {"docs_in": len(docs), "docs_kept": len(docs), "docs_rejected": 0,
+                "results": res, "outputs": {"results": sd.rel(sd.path / "results.json")}}
+
+    manifest = run_stage(ctx, "evaluate", config, [tok["version"], trained["version"]], compute)
+    res = manifest["results"]
+    rows = [("heldout", "bpb", res["overall"]["bpb"])]
+    rows += [(f"heldout/{src}", "bpb", r["bpb"]) for src, r in sorted(res["by_source"].items())]
+    ctx.catalog.record_evals(ctx.run_id, ckpt, rows)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- the flow
+def _publish(ctx: RunContext, status: str) -> str:
+    run = ctx.catalog.show(ctx.run_id)
+    run["status"] = status
+    path = ctx.data_root / "runs" / ctx.run_id / "report.html"
+    report.write_html(run, path)
+    create_table_artifact(key="datamill-funnel", table=report.funnel_rows(run),
+                          description=f"Funnel of run {ctx.run_id}")
+    if run["evals"]:
+        create_table_artifact(key="datamill-eval", table=report.eval_rows(run),
+                              description=f"Held-out bits per byte, run {ctx.run_id}")
+    create_markdown_artifact(key="datamill-report", markdown=report.markdown_summary(run)
+                             + f"\nHTML report: `{path}`\n", description="datamill run summary")
+    return str(path)
+
+
+@flow(name="datamill-run", log_prints=True)
+def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None = None,
+               run_id: str | None = None) -> dict[str, Any]:
+    """Run a recipe end to end (or up to ``until``); returns the run's summary."""
+    recipe = load_recipe(recipe_path)
+    if until is not None and until not in STAGES:
+        raise ValueError(f"--until must be one of {STAGES}, not {until!r}")
+    root = resolve_data_root(data_root, recipe.data_root)
+    ctx = RunContext(run_id or new_run_id(), recipe, str(Path(recipe_path).resolve()), root,
+                     Catalog(root / "catalog.duckdb"))
+    log = get_run_logger()
+    log.info("run %s: recipe %s, data root %s", ctx.run_id, recipe.name, root)
+    ctx.catalog.start_run(ctx.run_id, recipe.name, ctx.recipe_path, recipe.model_dump())
+    last = STAGES.index(until) if until else len(STAGES) - 1
+    try:
+        m = ingest_task(ctx)
+        if last >= 1:
+            m = rewrite_task(ctx, m)
+        if last >= 2:
+            m = filter_task(ctx, score_task(ctx, m))
+        if last >= 3:
+            tok = tokenize_task(ctx, m)
+        if last >= 4:
+            trained = train_task(ctx, tok)
+        if last >= 5:
+            evaluate_task(ctx, tok, trained)
+    except BaseException as e:
+        ctx.catalog.finish_run(ctx.run_id, "failed", error=f"{type(e).__name__}: {e}")
+        raise
+    path = _publish(ctx, "completed")
+    ctx.catalog.finish_run(ctx.run_id, "completed", report=path)
+    log.info("report: %s", path)
+    run = ctx.catalog.show(ctx.run_id)
+    return {"run_id": ctx.run_id, "status": run["status"], "report": run["report"],
+            "data_root": str(root), "stages": run["stages"]}

@@ -1,0 +1,71 @@
+"""The Dask engine for corpus-scale CPU work.
+
+A LocalCluster by default (started once per process, on loopback); ``DATAMILL_DASK_ADDRESS``
+points at a running scheduler instead. Workers run plain ``tasks/`` functions and never need
+Prefect (see DESIGN.md: per-worker ephemeral Prefect servers are the pitfall to avoid).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+_client: Any = None
+
+
+def get_client() -> Any:
+    global _client
+    if _client is not None:
+        return _client
+    from distributed import Client, LocalCluster
+
+    address = os.environ.get("DATAMILL_DASK_ADDRESS")
+    if address:
+        _client = Client(address)
+    else:
+        n = int(os.environ.get("DATAMILL_DASK_WORKERS", min(os.cpu_count() or 1, 4)))
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=os.environ.get("DATAMILL_DASK_DASHBOARD", "127.0.0.1:8787"),
+            memory_limit=os.environ.get("DATAMILL_DASK_MEMORY", "4GiB"),
+        )
+        _client = Client(cluster)
+    return _client
+
+
+def dashboard_link() -> str | None:
+    return getattr(_client, "dashboard_link", None) if _client is not None else None
+
+
+def map_shards(fn: Callable[..., Any], args: Sequence[tuple], desc: str) -> list[Any]:
+    """Run fn(*a) for each tuple in args on the cluster; results in input order.
+
+    Failures propagate with the worker's traceback. Shows a progress bar on a terminal.
+    """
+    if not args:
+        return []
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    client = get_client()
+    futures = [client.submit(fn, *a, pure=False) for a in args]
+    with tqdm(total=len(futures), desc=desc, unit="shard", disable=not sys.stderr.isatty(),
+              leave=False) as bar:
+        for _ in as_completed(futures):
+            bar.update()
+    return client.gather(futures)
+
+
+def shutdown() -> None:
+    global _client
+    if _client is not None:
+        cluster = _client.cluster
+        _client.close()
+        if cluster is not None:
+            cluster.close()
+        _client = None

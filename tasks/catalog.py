@@ -1,0 +1,144 @@
+"""The run catalog: one DuckDB file, ``<data_root>/catalog.duckdb``.
+
+DuckDB has one writer, so only the flow process writes (workers return statistics). Each call
+opens and closes the file, so ``datamill runs`` can read it between writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id VARCHAR PRIMARY KEY, recipe VARCHAR, recipe_path VARCHAR, started_at TIMESTAMPTZ,
+  finished_at TIMESTAMPTZ, status VARCHAR, report VARCHAR, error VARCHAR, config JSON);
+CREATE TABLE IF NOT EXISTS stages (
+  run_id VARCHAR, stage VARCHAR, version VARCHAR, docs_in BIGINT, docs_kept BIGINT,
+  docs_rejected BIGINT, seconds DOUBLE, output_path VARCHAR, cached BOOLEAN);
+CREATE TABLE IF NOT EXISTS rejections (
+  run_id VARCHAR, stage VARCHAR, rule VARCHAR, docs BIGINT, docs_alone BIGINT);
+CREATE TABLE IF NOT EXISTS metrics (
+  run_id VARCHAR, step BIGINT, name VARCHAR, value DOUBLE);
+CREATE TABLE IF NOT EXISTS evals (
+  run_id VARCHAR, checkpoint VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE);
+"""
+
+STAGE_COLUMNS = ["stage", "version", "docs_in", "docs_kept", "docs_rejected", "seconds",
+                 "output_path"]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Catalog:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[Any]:
+        import duckdb
+
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"no catalog at {self.path} (has anything run here?)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.path), read_only=read_only)
+        try:
+            if not read_only:
+                con.execute(SCHEMA)
+            yield con
+        finally:
+            con.close()
+
+    # --- writes (flow process only) ---
+    def start_run(self, run_id: str, recipe: str, recipe_path: str, config: dict) -> None:
+        with self.connect() as con:
+            con.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, NULL, 'running', NULL, NULL, ?)",
+                [run_id, recipe, recipe_path, now(), json.dumps(config, default=str)],
+            )
+
+    def finish_run(self, run_id: str, status: str, report: str | None = None,
+                   error: str | None = None) -> None:
+        with self.connect() as con:
+            con.execute(
+                "UPDATE runs SET finished_at = ?, status = ?, report = coalesce(?, report), "
+                "error = ? WHERE run_id = ?",
+                [now(), status, report, error, run_id],
+            )
+
+    def record_stage(self, run_id: str, manifest: dict[str, Any], seconds: float,
+                     output_path: str, cached: bool) -> None:
+        with self.connect() as con:
+            con.execute(
+                "INSERT INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, manifest["stage"], manifest["version"], manifest["docs_in"],
+                 manifest["docs_kept"], manifest["docs_rejected"], seconds, output_path, cached],
+            )
+            rows = [[run_id, manifest["stage"], rule, c["first"], c["alone"]]
+                    for rule, c in sorted(manifest.get("rejections", {}).items())]
+            if rows:
+                con.executemany("INSERT INTO rejections VALUES (?, ?, ?, ?, ?)", rows)
+
+    def record_metrics(self, run_id: str, rows: list[tuple[int, str, float]]) -> None:
+        if rows:
+            with self.connect() as con:
+                con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
+                                [[run_id, s, n, v] for s, n, v in rows])
+
+    def record_evals(self, run_id: str, checkpoint: str,
+                     rows: list[tuple[str, str, float]]) -> None:
+        if rows:
+            with self.connect() as con:
+                con.executemany("INSERT INTO evals VALUES (?, ?, ?, ?, ?)",
+                                [[run_id, checkpoint, t, m, v] for t, m, v in rows])
+
+    # --- reads ---
+    def runs(self) -> list[dict[str, Any]]:
+        with self.connect(read_only=True) as con:
+            cur = con.execute(
+                "SELECT run_id, recipe, started_at, finished_at, status, report FROM runs "
+                "ORDER BY started_at DESC"
+            )
+            return _dicts(cur)
+
+    def resolve(self, run: str) -> str:
+        if run != "latest":
+            return run
+        runs = self.runs()
+        if not runs:
+            raise LookupError("no runs in the catalog")
+        return runs[0]["run_id"]
+
+    def show(self, run: str) -> dict[str, Any]:
+        run_id = self.resolve(run)
+        with self.connect(read_only=True) as con:
+            head = _dicts(con.execute(
+                "SELECT run_id, recipe, status, report, started_at, finished_at, error "
+                "FROM runs WHERE run_id = ?", [run_id]))
+            if not head:
+                raise LookupError(f"no run {run_id!r} in the catalog")
+            stages = _dicts(con.execute(
+                f"SELECT {', '.join(STAGE_COLUMNS)}, cached FROM stages WHERE run_id = ? "
+                "ORDER BY rowid", [run_id]))
+            rejections = _dicts(con.execute(
+                "SELECT stage, rule, docs, docs_alone FROM rejections WHERE run_id = ? "
+                "ORDER BY rowid", [run_id]))
+            metrics = _dicts(con.execute(
+                "SELECT step, name, value FROM metrics WHERE run_id = ? ORDER BY step, name",
+                [run_id]))
+            evals = _dicts(con.execute(
+                "SELECT checkpoint, task, metric, value FROM evals WHERE run_id = ? "
+                "ORDER BY rowid", [run_id]))
+        return {**head[0], "stages": stages, "rejections": rejections, "metrics": metrics,
+                "evals": evals}
+
+
+def _dicts(cur: Any) -> list[dict[str, Any]]:
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]

@@ -1,0 +1,124 @@
+"""The filter stage: score once, decide later (dolma's split), per shard.
+
+``score_shard`` adds every filter's score columns and the exact-dedup hash to a shard and
+stores them. ``decide_shard`` applies thresholds to stored scores — so changing a threshold
+never recomputes a score. Exact dedup needs all shards: pass 1 (``dedup_candidates``) returns
+the hashes of docs that pass the rules; the driver picks survivors (``tasks.filters.dedup``);
+pass 2 (``decide_shard``) writes kept and rejected docs, each rejection naming its first rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tasks.filters import dedup
+from tasks.filters.base import FilterConfig, get_filter
+from tasks.schema import DOC_COLUMNS, with_reject
+from tasks.store import write_parquet
+
+
+def score_table(
+    table: pa.Table, filters: Mapping[str, FilterConfig], exact_dedup: Mapping[str, Any] | None
+) -> pa.Table:
+    """The input table plus all score columns."""
+    out = table
+    for name, cfg in filters.items():
+        scores = get_filter(name).score(table, cfg)
+        for col_name in scores.column_names:
+            out = out.append_column(col_name, scores.column(col_name))
+    if exact_dedup is not None:
+        h = dedup.hash_texts(table.column("text").combine_chunks(),
+                             exact_dedup.get("lowercase", True),
+                             exact_dedup.get("collapse_whitespace", True))
+        out = out.append_column(dedup.HASH_COLUMN, h)
+    return out
+
+
+def score_shard(
+    in_path: str, out_path: str, filters: Mapping[str, FilterConfig],
+    exact_dedup: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    pf = pq.ParquetFile(in_path)
+    tables = [score_table(pa.Table.from_batches([rb]), filters, exact_dedup)
+              for rb in pf.iter_batches(batch_size=5_000)]
+    if tables:
+        t = pa.concat_tables(tables)
+    else:  # an empty shard still gets a (typed) scored file
+        t = score_table(pf.schema_arrow.empty_table(), filters, exact_dedup)
+    write_parquet(t, Path(out_path), row_group_rows=pf.metadata.row_group(0).num_rows
+                  if pf.metadata.num_row_groups else None)
+    return {"docs_in": len(t), "docs_kept": len(t), "docs_rejected": 0}
+
+
+def first_failure(
+    scores: pa.Table, filters: Mapping[str, FilterConfig]
+) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+    """Per row, the name of the first failing rule ('' if none), and per-rule counts:
+    ``alone`` = docs that rule would drop by itself, ``first`` = docs it dropped first."""
+    n = len(scores)
+    reason = np.full(n, "", dtype=object)
+    counts: dict[str, dict[str, int]] = {}
+    for name, cfg in filters.items():
+        for rule, fails in get_filter(name).rules(scores, cfg).items():
+            mask = pc.fill_null(fails, False).to_numpy(zero_copy_only=False).astype(bool)
+            newly = mask & (reason == "")
+            reason[newly] = rule
+            counts[rule] = {"alone": int(mask.sum()), "first": int(newly.sum())}
+    return reason, counts
+
+
+def dedup_candidates(
+    scored_path: str, shard: int, filters: Mapping[str, FilterConfig]
+) -> pa.Table:
+    """Pass 1: (hash, shard, row) of docs that pass every rule."""
+    t = _read_scores(scored_path, filters, with_hash=True)
+    reason, _ = first_failure(t, filters)
+    rows = np.flatnonzero(reason == "")
+    return pa.table({
+        "hash": t.column(dedup.HASH_COLUMN).take(pa.array(rows)),
+        "shard": pa.array(np.full(len(rows), shard, dtype=np.int32)),
+        "row": pa.array(rows.astype(np.int64)),
+    })
+
+
+def _read_scores(path: str, filters: Mapping[str, FilterConfig], with_hash: bool) -> pa.Table:
+    schema = pq.read_schema(path)
+    prefixes = tuple(f"{name}_" for name in filters)
+    cols = [c for c in schema.names if c.startswith(prefixes) and c not in DOC_COLUMNS]
+    if with_hash:
+        cols.append(dedup.HASH_COLUMN)
+    cols.append("lang")
+    return pq.read_table(path, columns=cols)
+
+
+def decide_shard(
+    scored_path: str, kept_path: str, rejected_path: str,
+    filters: Mapping[str, FilterConfig], drop_rows: list[int] | None,
+) -> dict[str, Any]:
+    """Pass 2: apply thresholds (+ the dedup drop list) and write kept / rejected docs."""
+    t = pq.read_table(scored_path)
+    reason, counts = first_failure(t, filters)
+    if drop_rows is not None:
+        mask = np.zeros(len(t), dtype=bool)
+        mask[np.asarray(drop_rows, dtype=np.int64)] = True
+        newly = mask & (reason == "")
+        reason[newly] = dedup.RULE
+        counts[dedup.RULE] = {"alone": int(mask.sum()), "first": int(newly.sum())}
+    keep = reason == ""
+    write_parquet(t.filter(pa.array(keep)), Path(kept_path))
+    rej = t.filter(pa.array(~keep))
+    rej = with_reject(rej, "filter", pa.array(reason[~keep].tolist(), pa.string()))
+    write_parquet(rej, Path(rejected_path))
+    return {
+        "docs_in": len(t),
+        "docs_kept": int(keep.sum()),
+        "docs_rejected": int((~keep).sum()),
+        "rejections": counts,
+    }

@@ -1,0 +1,59 @@
+"""What a filter is: score columns first, decisions from thresholds later.
+
+A filter module (one file in tasks/filters/) declares
+
+- ``NAME``: the recipe key and the prefix of its rule names, e.g. ``"gopher_quality"``;
+- ``Config``: a pydantic model of its parameters; defaults are the published values;
+  ``SCORE_FIELDS`` names the few parameters that change the *scores* (everything else is a
+  threshold, so changing it re-runs only the decision step);
+- ``score(table, config) -> pa.Table``: new columns (one row per input row), named
+  ``<NAME>_<stat>``, computed once and stored with the documents;
+- ``rules(scores, config) -> dict[str, pa.BooleanArray]``: for each rule, in order, the rows that
+  FAIL it. Rule names are ``<NAME>.<rule>``. Null means "rule does not apply" (e.g. a word-count
+  rule on a language written without spaces) and never rejects.
+
+The registry below maps recipe keys to modules, so adding a filter is one file plus one line
+here and one recipe line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, ClassVar, Protocol
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+
+class FilterConfig(BaseModel):
+    """Base of every filter's Config: unknown keys are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid")
+    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def score_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k in self.SCORE_FIELDS}
+
+
+class FilterModule(Protocol):
+    NAME: str
+    Config: type[FilterConfig]
+    SCORE_VERSION: int  # bump when the score code changes, so cached scores are recomputed
+
+    def score(self, table: pa.Table, config: FilterConfig) -> pa.Table: ...
+
+    def rules(self, scores: pa.Table, config: FilterConfig) -> dict[str, pa.Array]: ...
+
+
+# recipe key -> module path. One line per filter.
+REGISTRY: dict[str, str] = {
+    "gopher_quality": "tasks.filters.gopher",
+}
+
+
+def get_filter(name: str) -> FilterModule:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown filter {name!r}; known: {sorted(REGISTRY)}")
+    module: ModuleType = importlib.import_module(REGISTRY[name])
+    return module  # type: ignore[return-value]

@@ -1,0 +1,315 @@
+"""Gopher quality filter (Rae et al. 2021, "Scaling Language Models", appendix A).
+
+Scores are computed once per document; the rules compare them with the thresholds in
+``Config``, so changing a threshold re-runs only ``rules``.
+
+Definitions used by the scores (all per document):
+
+- *token*: a maximal run of non-whitespace characters (``str.split()``).
+- *word*: a token containing at least one letter, number or combining mark (Unicode categories
+  L*, N*, M*), i.e. a token that is not pure punctuation/symbols. Its *core* runs from its first
+  to its last such character, so ``"don't,"`` is the word ``don't`` of length 5 and ``"—"`` is
+  not a word.
+- *line*: a non-blank line of ``str.splitlines()``; blank lines (paragraph separators) are not
+  counted, so they neither dilute nor inflate the line fractions.
+
+Score columns (``gopher_quality_<stat>``):
+
+- ``n_words`` (int32): number of words.
+- ``mean_word_length`` (float32): mean length of the word cores.
+- ``hash_word_ratio`` (float32): count of ``#`` in the text / ``n_words``.
+- ``ellipsis_word_ratio`` (float32): (count of ``...`` + count of ``…``) / ``n_words``.
+- ``bullet_lines_frac`` (float32): lines whose first non-space character is a bullet
+  (``• ‣ ● ○ ▪ - * – —``) / lines.
+- ``ellipsis_lines_frac`` (float32): lines ending (ignoring trailing space) with ``...`` or ``…``
+  / lines.
+- ``alpha_words_frac`` (float32): tokens containing at least one letter / tokens. The denominator
+  is all tokens (symbol-only tokens included), as in Gopher: that is what catches
+  symbol-heavy text.
+- ``stop_words`` (int32): words whose lowercased core is in the document language's stop-word
+  list. A null ``lang`` counts as ``"en"``.
+
+Language awareness: for a document whose ``lang`` is in ``no_space_langs`` (scripts written
+without spaces between words) whitespace tokens are not words, so ``n_words``,
+``mean_word_length``, ``hash_word_ratio``, ``ellipsis_word_ratio`` and ``alpha_words_frac`` are
+null and their rules do not apply. ``stop_words`` is null when the language has no stop-word
+list; for a no-space language that has one, it counts (non-overlapping) substring occurrences of
+the stop words in the lowercased text instead of whole words. Language codes are matched
+case-insensitively, first exactly and then by their base subtag (``"zh-Hant"`` -> ``"zh"``).
+
+Empty input: a ratio whose denominator is zero (no words, no tokens or no non-blank lines) is
+NULL, not 0, so its rule does not apply; ``n_words`` is 0, so an empty or symbol-only document is
+still rejected by ``min_words``. A null ``text`` is scored as the empty string.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from tasks.filters.base import FilterConfig
+
+NAME = "gopher_quality"
+SCORE_VERSION = 1
+
+BULLETS: tuple[str, ...] = ("•", "‣", "●", "○", "▪", "-", "*", "–", "—")
+ELLIPSES: tuple[str, ...] = ("...", "…")
+
+SCORE_SCHEMA = pa.schema(
+    [
+        pa.field(f"{NAME}_n_words", pa.int32()),
+        pa.field(f"{NAME}_mean_word_length", pa.float32()),
+        pa.field(f"{NAME}_hash_word_ratio", pa.float32()),
+        pa.field(f"{NAME}_ellipsis_word_ratio", pa.float32()),
+        pa.field(f"{NAME}_bullet_lines_frac", pa.float32()),
+        pa.field(f"{NAME}_ellipsis_lines_frac", pa.float32()),
+        pa.field(f"{NAME}_alpha_words_frac", pa.float32()),
+        pa.field(f"{NAME}_stop_words", pa.int32()),
+    ]
+)
+
+
+class Config(FilterConfig):
+    """Published Gopher thresholds; ``stop_words`` and ``no_space_langs`` change the scores."""
+
+    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset({"stop_words", "no_space_langs"})
+
+    min_words: int = Field(50, ge=0)
+    max_words: int = Field(100_000, ge=0)
+    min_mean_word_length: float = Field(3.0, ge=0)
+    max_mean_word_length: float = Field(10.0, ge=0)
+    max_hash_word_ratio: float = Field(0.1, ge=0)
+    max_ellipsis_word_ratio: float = Field(0.1, ge=0)
+    max_bullet_lines_frac: float = Field(0.9, ge=0)
+    max_ellipsis_lines_frac: float = Field(0.3, ge=0)
+    min_alpha_words_frac: float = Field(0.8, ge=0)
+    min_stop_words: int = Field(2, ge=0)
+
+    stop_words: dict[str, list[str]] = Field(
+        default_factory=lambda: {"en": ["the", "be", "to", "of", "and", "that", "have", "with"]}
+    )
+    no_space_langs: list[str] = Field(
+        default_factory=lambda: ["zh", "ja", "th", "lo", "km", "my", "bo"]
+    )
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+def _ranges(categories: str, code_points: range) -> str:
+    """Regex class body (``a-b`` ranges) for the code points in ``code_points`` whose Unicode
+    category starts with one of ``categories``."""
+    spans: list[tuple[int, int]] = []
+    for cp in code_points:
+        if unicodedata.category(chr(cp))[0] in categories:
+            if spans and spans[-1][1] == cp - 1:
+                spans[-1] = (spans[-1][0], cp)
+            else:
+                spans.append((cp, cp))
+    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in spans)
+
+
+def _char_class(categories: str) -> str:
+    """A regex matching one character whose category starts with one of ``categories``.
+
+    ``re`` compiles a class that stays in the BMP to a bitmap, but one with astral code points to
+    a list of ranges scanned linearly (4x slower on ordinary text), so astral characters get
+    their own class behind a cheap guard. Planes 4-13 are unassigned and 15-16 are private use,
+    so they are skipped."""
+    bmp = _ranges(categories, range(0x10000))
+    astral = _ranges(categories, range(0x10000, 0x40000)) + _ranges(
+        categories, range(0xE0000, 0xE1000)
+    )
+    return f"(?:[{bmp}]|(?=[\\U00010000-\\U0010ffff])[{astral}])"
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(word-core pattern, letter pattern), built once on first use (~0.1 s)."""
+    word = _char_class("LNM")
+    # A word core: from the first word character of a token to its last one, never crossing
+    # whitespace. findall() over the text yields exactly one core per word, in order.
+    core = re.compile(f"{word}(?:\\S*{word})?")
+    letter = re.compile(_char_class("L"))
+    return core, letter
+
+
+def _norm_lang(lang: str) -> str:
+    return lang.strip().lower().replace("_", "-")
+
+
+def _lookup(lang: str, table: dict[str, Any]) -> Any:
+    """Exact match, then the base subtag."""
+    if lang in table:
+        return table[lang]
+    return table.get(lang.split("-", 1)[0])
+
+
+# --------------------------------------------------------------------------- score
+
+
+def _line_stats(text: str) -> tuple[float | None, float | None]:
+    n = bullets = ellipses = 0
+    for line in text.splitlines():
+        s = line.strip()
+        if not s:
+            continue
+        n += 1
+        if s.startswith(BULLETS):
+            bullets += 1
+        if s.endswith(ELLIPSES):
+            ellipses += 1
+    if n == 0:  # no non-blank lines: fractions are undefined -> null (rule does not apply)
+        return None, None
+    return bullets / n, ellipses / n
+
+
+def score(table: pa.Table, config: FilterConfig) -> pa.Table:
+    """One row of ``gopher_quality_*`` score columns per input row, same order."""
+    if not isinstance(config, Config):
+        raise TypeError(f"{NAME}.score needs a {__name__}.Config, got {type(config).__name__}")
+    core_re, letter_re = _patterns()
+    letter_search = letter_re.search
+
+    stop_sets = {
+        _norm_lang(k): frozenset(w.lower() for w in v) for k, v in config.stop_words.items()
+    }
+    no_space = {_norm_lang(x): True for x in config.no_space_langs}
+
+    texts = table.column("text").to_pylist()
+    if "lang" in table.column_names:
+        langs = table.column("lang").to_pylist()
+    else:
+        langs = [None] * len(texts)
+
+    # per distinct lang value: (is_no_space, stop-word set or None)
+    lang_info: dict[str | None, tuple[bool, frozenset[str] | None]] = {}
+
+    n_words: list[int | None] = []
+    mean_len: list[float | None] = []
+    hash_ratio: list[float | None] = []
+    ell_ratio: list[float | None] = []
+    bullet_frac: list[float | None] = []
+    ell_lines_frac: list[float | None] = []
+    alpha_frac: list[float | None] = []
+    stops: list[int | None] = []
+
+    for text, lang in zip(texts, langs, strict=True):
+        info = lang_info.get(lang)
+        if info is None:
+            key = _norm_lang(lang) if lang is not None else "en"
+            info = (bool(_lookup(key, no_space)), _lookup(key, stop_sets))
+            lang_info[lang] = info
+        is_no_space, stop_set = info
+        if text is None:
+            text = ""
+
+        b, e = _line_stats(text)
+        bullet_frac.append(b)
+        ell_lines_frac.append(e)
+
+        if is_no_space:
+            n_words.append(None)
+            mean_len.append(None)
+            hash_ratio.append(None)
+            ell_ratio.append(None)
+            alpha_frac.append(None)
+            if stop_set is None:
+                stops.append(None)
+            else:
+                low = text.lower()
+                stops.append(sum(low.count(w) for w in stop_set if w))
+            continue
+
+        cores = core_re.findall(text)
+        n = len(cores)
+        n_words.append(n)
+        if n:
+            mean_len.append(sum(map(len, cores)) / n)
+            hash_ratio.append(text.count("#") / n)
+            ell_ratio.append((text.count("...") + text.count("…")) / n)
+        else:  # no words: per-word ratios are undefined -> null; min_words still rejects
+            mean_len.append(None)
+            hash_ratio.append(None)
+            ell_ratio.append(None)
+        n_tokens = len(text.split())
+        if n_tokens:
+            # a token's letters all lie inside its core, so count over the cores
+            alpha_frac.append(sum(map(bool, map(letter_search, cores))) / n_tokens)
+        else:
+            alpha_frac.append(None)
+        if stop_set is None:
+            stops.append(None)
+        else:
+            stops.append(sum(map(stop_set.__contains__, map(str.lower, cores))))
+
+    columns = [
+        n_words,
+        mean_len,
+        hash_ratio,
+        ell_ratio,
+        bullet_frac,
+        ell_lines_frac,
+        alpha_frac,
+        stops,
+    ]
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, SCORE_SCHEMA, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def _col(scores: pa.Table, stat: str) -> pa.Array:
+    col = scores.column(f"{NAME}_{stat}")
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _threshold(col: pa.Array, value: float) -> pa.Scalar:
+    # Compare in the column's own type: float32(0.1) > float64(0.1), so comparing a float32
+    # ratio of exactly 0.1 with a float64 threshold of 0.1 would wrongly reject it.
+    if pa.types.is_floating(col.type):
+        return pa.scalar(value, type=col.type)
+    return pa.scalar(value)
+
+
+def _lt(col: pa.Array, value: float) -> pa.Array:
+    return pc.less(col, _threshold(col, value))
+
+
+def _gt(col: pa.Array, value: float) -> pa.Array:
+    return pc.greater(col, _threshold(col, value))
+
+
+def rules(scores: pa.Table, config: FilterConfig) -> dict[str, pa.Array]:
+    """rule name -> BooleanArray, True where the document FAILS the rule, null where the score
+    is null (rule does not apply)."""
+    if not isinstance(config, Config):
+        raise TypeError(f"{NAME}.rules needs a {__name__}.Config, got {type(config).__name__}")
+    c = config
+    n_words = _col(scores, "n_words")
+    mwl = _col(scores, "mean_word_length")
+    return {
+        f"{NAME}.min_words": _lt(n_words, c.min_words),
+        f"{NAME}.max_words": _gt(n_words, c.max_words),
+        # both sides are null together, so plain or_ keeps "null = does not apply"
+        f"{NAME}.mean_word_length": pc.or_(
+            _lt(mwl, c.min_mean_word_length), _gt(mwl, c.max_mean_word_length)
+        ),
+        f"{NAME}.hash_word_ratio": _gt(_col(scores, "hash_word_ratio"), c.max_hash_word_ratio),
+        f"{NAME}.ellipsis_word_ratio": _gt(
+            _col(scores, "ellipsis_word_ratio"), c.max_ellipsis_word_ratio
+        ),
+        f"{NAME}.bullet_lines": _gt(_col(scores, "bullet_lines_frac"), c.max_bullet_lines_frac),
+        f"{NAME}.ellipsis_lines": _gt(
+            _col(scores, "ellipsis_lines_frac"), c.max_ellipsis_lines_frac
+        ),
+        f"{NAME}.alpha_words": _lt(_col(scores, "alpha_words_frac"), c.min_alpha_words_frac),
+        f"{NAME}.stop_words": _lt(_col(scores, "stop_words"), c.min_stop_words),
+    }

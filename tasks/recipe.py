@@ -1,0 +1,169 @@
+"""Recipes: the YAML a user writes, validated by pydantic.
+
+A recipe says *what* the data and model are (input, stages, parameters); environment variables
+only say *where* things run. Unknown keys and bad values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+)
+
+from tasks.filters.base import FilterConfig, get_filter
+
+STAGES = ["ingest", "rewrite", "filter", "tokenize", "train", "evaluate"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(Strict):
+    paths: list[str] = Field(min_length=1, description="globs of input files")
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    # contract column -> field name in the input records, e.g. {text: content, id: doc_id}
+    fields: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_columns(cls, v: dict[str, str]) -> dict[str, str]:
+        known = {"id", "text", "source", "url", "fetched_at", "lang", "lang_score"}
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown contract column(s) {bad}; known: {sorted(known)}")
+        return v
+
+
+class IngestConfig(Strict):
+    shard_max_bytes: int = Field(128 * 2**20, gt=0, description="text bytes per output shard")
+    row_group_bytes: int = Field(32 * 2**20, gt=0, description="text bytes per Parquet row group")
+    max_doc_chars: int = Field(1_000_000, gt=0, description="longer documents are rejected")
+    min_doc_chars: int = Field(1, ge=0, description="shorter documents are rejected")
+
+
+class RewriteConfig(Strict):
+    # The LLM backends (OpenAI-compatible HTTP, local models on Ray) plug in here; "identity"
+    # copies text unchanged and exercises the stage's per-shard path.
+    backend: Literal["identity"] = "identity"
+
+
+class ExactDedupConfig(Strict):
+    lowercase: bool = True
+    collapse_whitespace: bool = True
+
+
+class FilterStageConfig(Strict):
+    # filter name (tasks/filters/base.py REGISTRY) -> its parameters; applied in this order
+    filters: dict[str, SerializeAsAny[FilterConfig]] = Field(
+        default_factory=lambda: {"gopher_quality": {}}, validate_default=True
+    )
+    exact_dedup: ExactDedupConfig | None = Field(default_factory=ExactDedupConfig)
+
+    @field_validator("filters", mode="before")
+    @classmethod
+    def _build_filters(cls, v: Any) -> dict[str, FilterConfig]:
+        if not isinstance(v, dict):
+            raise ValueError("expected a mapping of filter name -> parameters")
+        out: dict[str, FilterConfig] = {}
+        for name, params in v.items():
+            try:
+                module = get_filter(name)
+            except KeyError as e:
+                raise ValueError(str(e.args[0])) from None
+            if isinstance(params, FilterConfig):
+                out[name] = params
+            else:
+                try:
+                    out[name] = module.Config(**(params or {}))
+                except ValidationError as e:
+                    raise ValueError(f"{name}: {_short(e)}") from None
+        return out
+
+
+class TokenizeConfig(Strict):
+    vocab_size: int = Field(8192, ge=300, le=2**20)
+    min_frequency: int = Field(2, ge=1)
+    seq_len: int = Field(512, ge=8)
+    heldout_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="by hash of the doc id")
+    tokenizer_train_bytes: int = Field(64 * 2**20, gt=0, description="text used to train BPE")
+    tokenizer: str | None = Field(None, description="path of a tokenizer.json to use instead")
+
+
+class EvaluateConfig(Strict):
+    batch_size: int = Field(8, ge=1)
+    max_docs: int | None = Field(None, ge=1, description="cap on held-out docs scored")
+
+
+def _train_config_cls() -> type[BaseModel]:
+    from tasks.train import TrainConfig  # torch-free import (pydantic model only)
+
+    return TrainConfig
+
+
+class StagesConfig(Strict):
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    rewrite: RewriteConfig | None = None
+    filter: FilterStageConfig = Field(default_factory=FilterStageConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    train: dict[str, Any] = Field(default_factory=dict)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @field_validator("train", mode="after")
+    @classmethod
+    def _check_train(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return _train_config_cls()(**v).model_dump()
+        except ValidationError as e:
+            raise ValueError(_short(e)) from None
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    data_root: str = ".datamill"
+    input: InputConfig
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+
+    def train_config(self) -> Any:
+        return _train_config_cls()(**self.stages.train)
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file and key."""
+
+
+def _short(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{p}: not valid YAML: {e}") from None
+    return parse_recipe(raw, where=str(p))
+
+
+def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{where}: expected a mapping at the top level")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise RecipeError(f"{where}: {_short(e)}") from None

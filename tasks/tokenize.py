@@ -1,0 +1,144 @@
+"""Tokenize: train a byte-level BPE on kept text, then pack documents into token shards.
+
+Held-out documents (a fixed fraction chosen by a hash of the id, so the split never depends on
+shard layout or run) are never trained on — not by the tokenizer, not by the model — and are
+written to ``heldout/`` for evaluation. Training documents are encoded with EOS after each
+document and cut into fixed-length rows saved as ``.npy`` (memory-mapped by the trainer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import xxhash
+
+from tasks.store import write_parquet
+
+EOS = "<|endoftext|>"
+_BUCKETS = 1_000_000
+
+
+def heldout_mask(ids: pa.Array, fraction: float) -> np.ndarray:
+    """True for documents in the held-out split: a stable function of the id alone."""
+    cut = int(fraction * _BUCKETS)
+    return np.fromiter(
+        (xxhash.xxh64_intdigest(i.encode("utf-8")) % _BUCKETS < cut for i in ids.to_pylist()),
+        dtype=bool, count=len(ids),
+    )
+
+
+def iter_train_texts(paths: list[str], fraction: float, max_bytes: int) -> Iterator[list[str]]:
+    """Batches of training-split texts, stopping after about max_bytes."""
+    seen = 0
+    for path in paths:
+        for rb in pq.ParquetFile(path).iter_batches(batch_size=1_000, columns=["id", "text"]):
+            held = heldout_mask(rb.column(0), fraction)
+            texts = [t for t, h in zip(rb.column(1).to_pylist(), held, strict=True) if not h]
+            yield texts
+            seen += sum(len(t) for t in texts)
+            if seen >= max_bytes:
+                return
+
+
+def train_tokenizer(texts: Iterator[list[str]], vocab_size: int, min_frequency: int, out: Path):
+    """Byte-level BPE (GPT-2 style), EOS as id 0. Saved as ``tokenizer.json``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out))
+    return tok
+
+
+def pack_shard(
+    in_path: str, tokenizer_path: str, out_dir: str, key: str, seq_len: int, fraction: float
+) -> dict[str, Any]:
+    """Encode one kept shard: training docs -> ``train/part-<key>.npy`` rows of seq_len tokens;
+    held-out docs -> ``heldout/part-<key>.parquet``. The last partial row is dropped (counted)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer_path)
+    eos_id = tok.token_to_id(EOS)
+    dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32
+    out = Path(out_dir)
+    t = pq.read_table(in_path, columns=["id", "text", "source"])
+    held = heldout_mask(t.column("id").combine_chunks(), fraction)
+    write_parquet(t.filter(pa.array(held)), out / "heldout" / f"part-{key}.parquet")
+    train = t.filter(pa.array(~held))
+
+    pieces: list[np.ndarray] = []
+    by_source: dict[str, int] = {}
+    texts = train.column("text").to_pylist()
+    sources = train.column("source").to_pylist()
+    for start in range(0, len(texts), 1_000):
+        encs = tok.encode_batch(texts[start:start + 1_000], add_special_tokens=False)
+        for enc, src in zip(encs, sources[start:start + 1_000], strict=True):
+            ids = np.asarray(enc.ids + [eos_id], dtype=dtype)
+            pieces.append(ids)
+            by_source[src] = by_source.get(src, 0) + len(ids)
+    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+    n_seq = len(stream) // seq_len
+    rows = stream[: n_seq * seq_len].reshape(n_seq, seq_len)
+    shard = out / "train" / f"part-{key}.npy"
+    shard.parent.mkdir(parents=True, exist_ok=True)
+    tmp = shard.with_name(f".{shard.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, rows, allow_pickle=False)
+    tmp.replace(shard)
+    return {
+        "docs_in": len(t),
+        "docs_kept": len(t),
+        "docs_rejected": 0,
+        "train_docs": len(train),
+        "heldout_docs": int(held.sum()),
+        "tokens": int(len(stream)),
+        "tokens_dropped": int(len(stream) - n_seq * seq_len),
+        "n_seq": int(n_seq),
+        "tokens_by_source": by_source,
+        "shard": f"train/part-{key}.npy",
+        "heldout": f"heldout/part-{key}.parquet",
+    }
+
+
+def write_meta(out_dir: Path, tokenizer_path: Path, seq_len: int, shards: list[dict]) -> dict:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    vocab = tok.get_vocab_size()
+    meta = {
+        "vocab_size": vocab,
+        "eos_id": tok.token_to_id(EOS),
+        "eos_token": EOS,
+        "seq_len": seq_len,
+        "dtype": "uint16" if vocab <= 2**16 else "uint32",
+        "train_shards": [{"path": s["shard"], "n_seq": s["n_seq"]} for s in shards
+                         if s["n_seq"] > 0],
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def read_heldout(out_dir: Path, max_docs: int | None = None) -> pa.Table:
+    files = sorted((out_dir / "heldout").glob("part-*.parquet"))
+    t = pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table(
+        {"id": pa.array([], pa.string()), "text": pa.array([], pa.large_string()),
+         "source": pa.array([], pa.string())})
+    t = t.take(pc.sort_indices(t, [("id", "ascending")]))  # order independent of sharding
+    return t.slice(0, max_docs) if max_docs else t

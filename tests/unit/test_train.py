@@ -1,0 +1,202 @@
+"""tasks.train on a tiny data directory built here in the format tasks/tokenize.py writes."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tasks.train import (
+    PRESETS,
+    PackedSequences,
+    TrainConfig,
+    build_model,
+    lr_at,
+    sequence_order,
+    train,
+)
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "sample.jsonl"
+EOS = "<|endoftext|>"
+SEQ_LEN = 64
+METRIC_KEYS = {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"}
+
+
+def make_data_dir(root: Path, n_docs: int = 200, vocab_size: int = 300, n_shards: int = 2) -> Path:
+    """Byte-level BPE on the first n_docs corpus texts; EOS-separated, packed, sharded .npy."""
+    if not CORPUS.exists():
+        pytest.skip(f"corpus sample not found at {CORPUS}")
+    with CORPUS.open() as f:
+        texts = [json.loads(line)["text"] for _, line in zip(range(n_docs), f, strict=False)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    eos_id = tok.token_to_id(EOS)
+
+    stream: list[int] = []
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        stream += [eos_id, *enc.ids]
+    n_seq = len(stream) // SEQ_LEN
+    rows = np.array(stream[: n_seq * SEQ_LEN], dtype=np.uint16).reshape(n_seq, SEQ_LEN)
+
+    data_dir = root / "data"
+    (data_dir / "train").mkdir(parents=True)
+    tok.save(str(data_dir / "tokenizer.json"))
+    shards = []
+    for i, part in enumerate(np.array_split(rows, n_shards)):
+        rel = f"train/part-{i:05d}.npy"
+        np.save(data_dir / rel, part, allow_pickle=False)
+        shards.append({"path": rel, "n_seq": len(part)})
+    meta = {
+        "vocab_size": tok.get_vocab_size(),
+        "eos_id": eos_id,
+        "eos_token": EOS,
+        "seq_len": SEQ_LEN,
+        "dtype": "uint16",
+        "train_shards": shards,
+    }
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_data_dir(tmp_path_factory.mktemp("train"))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def config(steps: int, **kw) -> TrainConfig:
+    kw.setdefault("batch_size", 8)
+    return TrainConfig(max_tokens=steps * kw["batch_size"] * SEQ_LEN, log_every=1, **kw)
+
+
+def test_presets_build_and_tie_embeddings():
+    for preset in PRESETS:
+        if preset == "125m":
+            continue  # 100M+ params: skip to keep the test fast
+        model = build_model(preset, vocab_size=300, seq_len=SEQ_LEN, eos_id=0)
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+        assert model.config._attn_implementation == "sdpa"
+    tiny = build_model("tiny", vocab_size=300, seq_len=SEQ_LEN, eos_id=0)
+    blocks = sum(p.numel() for n, p in tiny.named_parameters() if "embed" not in n)
+    assert 0.5e6 < blocks < 1.5e6
+    with pytest.raises(KeyError):
+        build_model("nope", 300, SEQ_LEN, 0)
+
+
+def test_config_rejects_unknown_keys_and_counts_steps():
+    with pytest.raises(ValueError):
+        TrainConfig(learning_rate=1e-3)
+    assert TrainConfig(max_tokens=10, batch_size=16).total_steps(64) == 1  # at least one
+    assert TrainConfig(max_tokens=100_000, batch_size=4, grad_accum=2).total_steps(64) == 195
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = TrainConfig(lr=1e-3, min_lr_ratio=0.1, warmup_steps=10)
+    total = 111  # decay spans steps 10..110, i.e. 100 steps
+    assert lr_at(0, total, cfg) == pytest.approx(1e-4)
+    assert lr_at(4, total, cfg) == pytest.approx(5e-4)
+    assert lr_at(9, total, cfg) == pytest.approx(1e-3)  # warmup ends at the peak
+    assert lr_at(10, total, cfg) == pytest.approx(1e-3)  # cosine starts at the peak
+    assert lr_at(60, total, cfg) == pytest.approx(0.55e-3)  # halfway: midpoint of peak, floor
+    quarter = 1e-4 + 0.5 * (1 + math.cos(math.pi / 4)) * 0.9e-3
+    assert lr_at(35, total, cfg) == pytest.approx(quarter)
+    assert lr_at(total - 1, total, cfg) == pytest.approx(1e-4)  # floor at the last step
+    lrs = [lr_at(s, total, cfg) for s in range(10, total)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_train_loss_goes_down_logs_and_checkpoint_loads(data_dir: Path, tmp_path: Path):
+    metrics = tmp_path / "metrics.jsonl"
+    cfg = config(30, warmup_steps=5)
+    result = train(cfg, data_dir, tmp_path / "run", metrics_path=metrics)
+
+    assert result["steps"] == 30
+    assert result["tokens"] == 30 * 8 * SEQ_LEN
+    assert result["params"] > 0 and result["seconds"] > 0 and result["tokens_per_s"] > 0
+    rows = read_metrics(metrics)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    assert all(set(r) == METRIC_KEYS for r in rows)
+    assert rows[-1]["tokens"] == result["tokens"]
+    assert rows[-1]["loss"] == result["final_loss"]
+    losses = [r["loss"] for r in rows]
+    assert losses[0] == pytest.approx(math.log(300), rel=0.05)  # random init ~ uniform
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0
+
+    # the checkpoint is a self-contained HF folder: model and tokenizer load from disk only
+    ckpt = Path(result["checkpoint"])
+    assert ckpt == tmp_path / "run" / "checkpoint"
+    assert (ckpt / "model.safetensors").exists()
+    assert not list(ckpt.glob("*.bin")) and not list(ckpt.glob("*.pkl"))
+    model = AutoModelForCausalLM.from_pretrained(ckpt, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(ckpt, local_files_only=True)
+    assert tokenizer.eos_token == EOS
+    assert tokenizer.eos_token_id == model.config.eos_token_id
+    raw = Tokenizer.from_file(str(data_dir / "tokenizer.json"))
+    text = "The server configuration file is read at startup."
+    ids = tokenizer(text)["input_ids"]
+    assert ids == raw.encode(text).ids  # no BOS/EOS added behind our back
+    assert tokenizer.decode(ids) == text
+
+    # the saved weights are the trained ones: loss on training rows matches the log, not ln(V)
+    rows_ = np.load(data_dir / "train" / "part-00000.npy")[:16].astype(np.int64)
+    batch = torch.from_numpy(rows_)
+    with torch.no_grad():
+        loss = model(input_ids=batch, labels=batch).loss.item()
+    assert loss < losses[0] - 1.0
+
+
+def test_same_seed_same_losses(data_dir: Path, tmp_path: Path):
+    runs = {}
+    for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+        metrics = tmp_path / f"{name}.jsonl"
+        train(config(6, seed=seed), data_dir, tmp_path / name, metrics_path=metrics)
+        runs[name] = [(r["loss"], r["grad_norm"]) for r in read_metrics(metrics)]
+    assert runs["a"] == runs["b"]  # bit-identical on CPU
+    assert runs["a"] != runs["c"]
+
+
+def test_data_order_and_shard_addressing(data_dir: Path):
+    meta = json.loads((data_dir / "meta.json").read_text())
+    data = PackedSequences(data_dir, meta)
+    rows = np.concatenate([np.load(data_dir / s["path"]) for s in meta["train_shards"]])
+    assert len(data) == len(rows)
+    idx = [0, len(rows) - 1, meta["train_shards"][0]["n_seq"], 5]  # both shards, the boundary
+    assert np.array_equal(data.get(idx).numpy(), rows[idx].astype(np.int64))
+
+    n = 10
+    order = sequence_order(n, seed=3)
+    epoch0, epoch1 = [next(order) for _ in range(n)], [next(order) for _ in range(n)]
+    assert sorted(epoch0) == sorted(epoch1) == list(range(n))  # each epoch sees every row once
+    assert epoch0 != epoch1
+    again = sequence_order(n, seed=3)
+    assert [next(again) for _ in range(n)] == epoch0
+
+
+def test_grad_accum_and_epochs(data_dir: Path, tmp_path: Path):
+    # budget larger than the data: the loop wraps into a new epoch instead of stopping
+    shards = json.loads((data_dir / "meta.json").read_text())["train_shards"]
+    steps = sum(s["n_seq"] for s in shards) // 32 + 2  # 32 rows per step
+    cfg = TrainConfig(batch_size=16, grad_accum=2, max_tokens=steps * 32 * SEQ_LEN, log_every=99)
+    metrics = tmp_path / "m.jsonl"
+    result = train(cfg, data_dir, tmp_path / "run", metrics_path=metrics)
+    assert result["steps"] == steps
+    rows = read_metrics(metrics)
+    assert [r["step"] for r in rows] == [steps]  # log_every > steps: only the last step logs
+    assert math.isfinite(result["final_loss"])
