@@ -19,8 +19,12 @@ def get_client() -> Any:
     global _client
     if _client is not None:
         return _client
+    import logging
+
     from distributed import Client, LocalCluster
 
+    # the scheduler lives in this process; its INFO chatter would drown the stage logs
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     address = os.environ.get("DATAMILL_DASK_ADDRESS")
     if address:
         _client = Client(address)

@@ -1,0 +1,55 @@
+"""Shared fixtures. Engines are real: a Prefect test harness (its own temporary API and DB),
+a Dask LocalCluster and local Ray, started once per session by the first test that needs them."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.env import apply_defaults
+
+apply_defaults()
+os.environ.setdefault("DATAMILL_DASK_DASHBOARD", "127.0.0.1:0")  # never clash with a user's
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "sample.jsonl"
+
+
+@pytest.fixture(scope="session")
+def sample_lines() -> list[str]:
+    return SAMPLE.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="session")
+def sample_slice(tmp_path_factory: pytest.TempPathFactory, sample_lines: list[str]) -> Path:
+    """Every 5th document of the sample (all sources, ~450 docs) plus two exact duplicates."""
+    picked = sample_lines[::5]
+    dup = next(d for d in map(json.loads, picked)
+               if d["lang"] == "en" and len(d["text"].split()) > 200)
+    dup["id"] = dup["id"] + "-copy"
+    dup["text"] = dup["text"].replace(" ", "  ")  # same text once whitespace is normalised
+    path = tmp_path_factory.mktemp("slice") / "slice.jsonl"
+    path.write_text("\n".join(picked + [json.dumps(dup)]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _engines() -> Iterator[None]:
+    yield
+    from infra import dask as dask_engine
+    from infra import ray as ray_engine
+
+    dask_engine.shutdown()
+    ray_engine.shutdown()
