@@ -19,7 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 
@@ -248,11 +250,20 @@ def ingest_file(
     for batch in reader(p, mapper):
         quarantine.extend(batch.quarantine)
         rejected_rows.extend(batch.rejected)
-        if len(batch):
-            t = _doc_table(batch.cols)
-            pending.append(t)
-            n_kept += len(t)
-            pending_bytes += sum(len(s.encode()) for s in batch.cols["text"])
+        if not len(batch):
+            continue
+        t = _doc_table(batch.cols)
+        n_kept += len(t)
+        sizes = pc.binary_length(t.column("text").cast(pa.large_binary())).to_numpy()
+        start = 0
+        while start < len(t):  # cut the batch where the shard fills up
+            room = cfg.shard_max_bytes - pending_bytes
+            fill = np.cumsum(sizes[start:])
+            take = max(1, int(np.searchsorted(fill, room, side="left")) + 1)
+            take = min(take, len(t) - start)
+            pending.append(t.slice(start, take))
+            pending_bytes += int(fill[take - 1])
+            start += take
             if pending_bytes >= cfg.shard_max_bytes:
                 flush()
     flush()

@@ -189,14 +189,27 @@ def test_data_order_and_shard_addressing(data_dir: Path):
     assert [next(again) for _ in range(n)] == epoch0
 
 
-def test_grad_accum_and_epochs(data_dir: Path, tmp_path: Path):
-    # budget larger than the data: the loop wraps into a new epoch instead of stopping
-    shards = json.loads((data_dir / "meta.json").read_text())["train_shards"]
-    steps = sum(s["n_seq"] for s in shards) // 32 + 2  # 32 rows per step
-    cfg = TrainConfig(batch_size=16, grad_accum=2, max_tokens=steps * 32 * SEQ_LEN, log_every=99)
+def test_grad_accum_matches_one_big_batch(data_dir: Path, tmp_path: Path):
+    # 2 x 4 sequences accumulated == 8 sequences at once: same rows, same init, same update
+    losses = {}
+    for name, batch_size, grad_accum in [("big", 8, 1), ("accum", 4, 2)]:
+        cfg = TrainConfig(
+            batch_size=batch_size, grad_accum=grad_accum, log_every=1, max_tokens=3 * 8 * SEQ_LEN
+        )
+        metrics = tmp_path / f"{name}.jsonl"
+        train(cfg, data_dir, tmp_path / name, metrics_path=metrics)
+        losses[name] = [r["loss"] for r in read_metrics(metrics)]
+    assert len(losses["big"]) == 3
+    assert losses["accum"] == pytest.approx(losses["big"], abs=1e-5)
+
+
+def test_budget_beyond_data_runs_more_epochs(tmp_path: Path):
+    small = make_data_dir(tmp_path, n_docs=10, n_shards=1)
+    n_rows = json.loads((small / "meta.json").read_text())["train_shards"][0]["n_seq"]
+    steps = n_rows // 8 + 3  # more rows than the data holds
+    cfg = TrainConfig(batch_size=8, max_tokens=steps * 8 * SEQ_LEN, log_every=1000)
     metrics = tmp_path / "m.jsonl"
-    result = train(cfg, data_dir, tmp_path / "run", metrics_path=metrics)
+    result = train(cfg, small, tmp_path / "run", metrics_path=metrics)
     assert result["steps"] == steps
-    rows = read_metrics(metrics)
-    assert [r["step"] for r in rows] == [steps]  # log_every > steps: only the last step logs
+    assert [r["step"] for r in read_metrics(metrics)] == [steps]  # only the last step logs
     assert math.isfinite(result["final_loss"])
