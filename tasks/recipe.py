@@ -30,9 +30,11 @@ class Strict(BaseModel):
 
 class InputConfig(Strict):
     paths: list[str] = Field(min_length=1, description="globs of input files")
-    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    format: Literal["auto", "jsonl", "parquet"] = Field(
+        "auto", description="auto: by file extension (.jsonl[.gz], .json[.gz], .parquet)")
     # contract column -> field name in the input records, e.g. {text: content, id: doc_id}
-    fields: dict[str, str] = Field(default_factory=dict)
+    fields: dict[str, str] = Field(
+        default_factory=dict, description="contract column -> input field, e.g. {text: content}")
 
     @field_validator("fields")
     @classmethod
@@ -54,20 +56,21 @@ class IngestConfig(Strict):
 class RewriteConfig(Strict):
     # The LLM backends (OpenAI-compatible HTTP, local models on Ray) plug in here; "identity"
     # copies text unchanged and exercises the stage's per-shard path.
-    backend: Literal["identity"] = "identity"
+    backend: Literal["identity"] = Field("identity", description="the rewriting backend")
 
 
 class ExactDedupConfig(Strict):
-    lowercase: bool = True
-    collapse_whitespace: bool = True
+    lowercase: bool = Field(True, description="hash lowercased text")
+    collapse_whitespace: bool = Field(True, description="hash text with whitespace runs as one")
 
 
 class FilterStageConfig(Strict):
     # filter name (tasks/filters/base.py REGISTRY) -> its parameters; applied in this order
     filters: dict[str, SerializeAsAny[FilterConfig]] = Field(
-        default_factory=lambda: {"gopher_quality": {}}, validate_default=True
-    )
-    exact_dedup: ExactDedupConfig | None = Field(default_factory=ExactDedupConfig)
+        default_factory=lambda: {"gopher_quality": {}}, validate_default=True,
+        description="filter name -> parameters, applied in this order (sections below)")
+    exact_dedup: ExactDedupConfig | None = Field(
+        default_factory=ExactDedupConfig, description="null turns exact dedup off")
 
     @field_validator("filters", mode="before")
     @classmethod
@@ -91,16 +94,16 @@ class FilterStageConfig(Strict):
 
 
 class TokenizeConfig(Strict):
-    vocab_size: int = Field(8192, ge=300, le=2**20)
-    min_frequency: int = Field(2, ge=1)
-    seq_len: int = Field(512, ge=8)
+    vocab_size: int = Field(8192, ge=300, le=2**20, description="BPE vocabulary size")
+    min_frequency: int = Field(2, ge=1, description="BPE: min pair count to merge")
+    seq_len: int = Field(512, ge=8, description="tokens per packed training row")
     heldout_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="by hash of the doc id")
     tokenizer_train_bytes: int = Field(64 * 2**20, gt=0, description="text used to train BPE")
     tokenizer: str | None = Field(None, description="path of a tokenizer.json to use instead")
 
 
 class EvaluateConfig(Strict):
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="windows scored per forward pass")
     max_docs: int | None = Field(None, ge=1, description="cap on held-out docs scored")
 
 
@@ -111,6 +114,8 @@ def _train_config_cls() -> type[BaseModel]:
 
 
 class StagesConfig(Strict):
+    """The stages in order; ``rewrite: null`` turns rewriting off."""
+
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     rewrite: RewriteConfig | None = None
     filter: FilterStageConfig = Field(default_factory=FilterStageConfig)
@@ -128,8 +133,9 @@ class StagesConfig(Strict):
 
 
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    data_root: str = ".datamill"
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="recipe name (catalog, UI)")
+    data_root: str = Field(".datamill", description="outputs and catalog; overridden by "
+                           "--data-root or $DATAMILL_DATA_ROOT")
     input: InputConfig
     stages: StagesConfig = Field(default_factory=StagesConfig)
 
@@ -167,3 +173,67 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
         return Recipe.model_validate(raw)
     except ValidationError as e:
         raise RecipeError(f"{where}: {_short(e)}") from None
+
+
+# ----------------------------------------------------------------------------- reference
+def _doc_models() -> list[tuple[str, type[BaseModel]]]:
+    from tasks.filters.base import REGISTRY
+
+    models: list[tuple[str, type[BaseModel]]] = [
+        ("recipe", Recipe), ("input", InputConfig), ("stages", StagesConfig),
+        ("stages.ingest", IngestConfig), ("stages.rewrite", RewriteConfig),
+        ("stages.filter", FilterStageConfig), ("stages.filter.exact_dedup", ExactDedupConfig),
+    ]
+    models += [(f"stages.filter.filters.{n}", get_filter(n).Config) for n in REGISTRY]
+    models += [("stages.tokenize", TokenizeConfig), ("stages.train", _train_config_cls()),
+               ("stages.evaluate", EvaluateConfig)]
+    return models
+
+
+def _type_name(t: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{inner}]" if inner else name
+    if t is type(None):
+        return "null"
+    return getattr(t, "__name__", str(t))
+
+
+def reference_markdown() -> str:
+    """The recipe reference (docs/recipes.md), generated from the pydantic models so the two
+    cannot drift apart: a test compares them."""
+    out = ["# Recipe reference", "",
+           "Generated from the pydantic models by `python -m tasks.recipe > docs/recipes.md`;",
+           "a test fails when this page and the models disagree. Unknown keys are errors.", ""]
+    for where, model in _doc_models():
+        out += [f"## `{where}`", ""]
+        doc = model.__dict__.get("__doc__")
+        if doc:
+            out += [doc.strip().splitlines()[0], ""]
+        out += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, f in model.model_fields.items():
+            ann = _type_name(f.annotation).replace("|", "\\|")
+            if f.is_required():
+                default = "**required**"
+            else:
+                value = f.get_default(call_default_factory=True)
+                if isinstance(value, BaseModel):
+                    value = value.model_dump()
+                default = f"`{value!r}`".replace("|", "\\|") if len(repr(value)) < 60 \
+                    else "see below"
+            out.append(f"| `{name}` | `{ann}` | {default} | {f.description or ''} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

@@ -6,6 +6,9 @@ decay, gradient clipping and accumulation, JSONL metrics, and a Hugging Face che
 
 Input: the directory written by tasks/tokenize.py (tokenizer.json, meta.json, .npy shards of
 shape (n_seq, seq_len)). Same config + same data => identical losses on CPU.
+
+torch and transformers are imported inside the functions that use them, so importing this module
+for TrainConfig alone (recipe validation in the CLI) stays fast and torch-free.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlamaForCausalLM
 
 # LlamaConfig kwargs per model size. Parameter counts are for the transformer blocks only
 # (embeddings are tied, so they add vocab_size * hidden_size once).
@@ -74,6 +79,8 @@ class TrainConfig(BaseModel):
 
 
 def resolve_device(device: str) -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -81,6 +88,8 @@ def resolve_device(device: str) -> torch.device:
 
 def build_model(preset: str, vocab_size: int, seq_len: int, eos_id: int) -> LlamaForCausalLM:
     """A freshly initialised model (seed torch first for a reproducible init)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     if preset not in PRESETS:
         raise KeyError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
     config = LlamaConfig(
@@ -134,11 +143,11 @@ class PackedSequences:
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def get(self, indices: list[int]) -> torch.Tensor:
-        """Rows at global `indices` as an int64 (len(indices), seq_len) tensor."""
+    def get(self, indices: list[int]) -> np.ndarray:
+        """Rows at global `indices` as an int64 (len(indices), seq_len) array."""
         shard_ids = np.searchsorted(self.starts, indices, side="right") - 1
         rows = [self.shards[s][i - self.starts[s]] for s, i in zip(shard_ids, indices, strict=True)]
-        return torch.from_numpy(np.stack(rows).astype(np.int64))
+        return np.stack(rows).astype(np.int64)
 
 
 def sequence_order(n: int, seed: int) -> Iterator[int]:
@@ -150,6 +159,8 @@ def sequence_order(n: int, seed: int) -> Iterator[int]:
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool) -> torch.optim.AdamW:
     # nanoGPT rule: decay every matrix (linear weights and the tied embedding), not the 1-D
     # RMSNorm gains (Llama has no biases).
+    import torch
+
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
@@ -162,6 +173,8 @@ def save_checkpoint(
     model: LlamaForCausalLM, data_dir: Path, meta: dict[str, Any], ckpt: Path
 ) -> None:
     """Model (safetensors) and tokenizer side by side, loadable with the Auto* classes."""
+    from transformers import PreTrainedTokenizerFast
+
     ckpt.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(ckpt)  # safetensors is the only format in transformers 5
     eos = meta["eos_token"]
@@ -181,6 +194,8 @@ def train(
     metrics_path: Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
+    import torch
+
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     meta = json.loads((data_dir / "meta.json").read_text())
     data = PackedSequences(data_dir, meta)
@@ -227,7 +242,7 @@ def train(
             loss_sum = torch.zeros((), device=device)
             for _ in range(config.grad_accum):
                 batch = data.get([next(order) for _ in range(config.batch_size)])
-                input_ids = batch.to(device, non_blocking=True)
+                input_ids = torch.from_numpy(batch).to(device, non_blocking=True)
                 with autocast:
                     # labels = inputs: the model shifts them internally for next-token loss
                     loss = fwd(input_ids=input_ids, labels=input_ids, use_cache=False).loss

@@ -67,3 +67,11 @@ def test_help_imports_no_heavy_library() -> None:
 def test_runs_without_catalog_is_a_clear_error(tmp_path: Path) -> None:
     out = _cli("runs", "--data-root", str(tmp_path / "nothing"))
     assert out.returncode == 1 and "no catalog" in out.stderr
+
+
+def test_recipe_reference_doc_is_in_step_with_the_models() -> None:
+    from tasks.recipe import reference_markdown
+
+    doc = (ROOT / "docs" / "recipes.md").read_text()
+    assert doc.strip() == reference_markdown().strip(), (
+        "docs/recipes.md is stale: run `python -m tasks.recipe > docs/recipes.md`")

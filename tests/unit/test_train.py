@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,12 @@ def test_presets_build_and_tie_embeddings():
         build_model("nope", 300, SEQ_LEN, 0)
 
 
+def test_import_for_config_is_torch_free():
+    # recipe validation imports TrainConfig in the CLI process; torch must not come with it
+    code = "import sys, tasks.train; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
 def test_config_rejects_unknown_keys_and_counts_steps():
     with pytest.raises(ValueError):
         TrainConfig(learning_rate=1e-3)
@@ -178,7 +186,7 @@ def test_data_order_and_shard_addressing(data_dir: Path):
     rows = np.concatenate([np.load(data_dir / s["path"]) for s in meta["train_shards"]])
     assert len(data) == len(rows)
     idx = [0, len(rows) - 1, meta["train_shards"][0]["n_seq"], 5]  # both shards, the boundary
-    assert np.array_equal(data.get(idx).numpy(), rows[idx].astype(np.int64))
+    assert np.array_equal(data.get(idx), rows[idx].astype(np.int64))
 
     n = 10
     order = sequence_order(n, seed=3)
