@@ -63,7 +63,9 @@ def train_tokenizer(texts: Iterator[list[str]], vocab_size: int, min_frequency: 
     )
     tok.train_from_iterator(texts, trainer=trainer)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tok.save(str(tmp))
+    tmp.replace(out)  # atomic: a half-written tokenizer is never mistaken for a finished one
     return tok
 
 

@@ -190,3 +190,29 @@ def test_ingest_counts_every_line_of_the_slice(first_run: dict[str, Any], sample
     lines = sum(1 for line in sample_slice.read_text().splitlines() if line.strip())
     st = stages_of(first_run["summary"])
     assert st["ingest"]["docs_in"] == lines
+
+
+def test_crash_mid_stage_rerun_redoes_only_unfinished_shards(first_run: dict[str, Any]) -> None:
+    """Simulate a crash inside the filter stage: its manifest was never written and one shard
+    had not finished. The re-run completes that shard only and the totals are unchanged."""
+    from flows.pipeline import run_recipe
+
+    st = stages_of(first_run["summary"])
+    fdir = Path(st["filter"]["output_path"])
+    shards = sorted((fdir / "_shards").glob("*.json"))
+    assert len(shards) >= 2
+    victim = shards[0].stem
+    (fdir / "manifest.json").unlink()
+    shards[0].unlink()
+    (fdir / "kept" / f"part-{victim}.parquet").unlink()
+    survivor = fdir / "kept" / f"part-{shards[1].stem}.parquet"
+    before = survivor.stat().st_mtime_ns
+
+    again = stages_of(run_recipe(str(first_run["recipe"]), until="filter"))
+    assert not again["filter"]["cached"] and again["score"]["cached"]
+    assert survivor.stat().st_mtime_ns == before  # finished shard not redone
+    assert (fdir / "kept" / f"part-{victim}.parquet").exists()
+    for k in ("version", "docs_in", "docs_kept", "docs_rejected"):
+        assert again["filter"][k] == st["filter"][k]
+    kept_rows = sum(pq.read_metadata(p).num_rows for p in (fdir / "kept").glob("*.parquet"))
+    assert kept_rows == st["filter"]["docs_kept"]
