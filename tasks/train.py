@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     import torch
@@ -54,22 +54,30 @@ PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    preset: str = "tiny"
-    batch_size: int = 16  # sequences per micro-batch
-    max_tokens: int = 400_000  # token budget; sets the number of optimizer steps
-    grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # cosine decays to min_lr_ratio * lr
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 disables clipping
-    seed: int = 0
-    log_every: int = 5
-    device: str = "auto"  # "auto" = cuda if available else cpu
-    dtype: Literal["auto", "fp32", "bf16"] = "auto"  # "auto" = bf16 autocast on cuda, else fp32
-    compile: bool = False
+    preset: str = Field("tiny", description="model size: tiny (CPU) | small | 20m | 125m (GPU)")
+    batch_size: int = Field(16, ge=1, description="sequences per micro-batch")
+    max_tokens: int = Field(400_000, ge=1, description="token budget; sets the optimizer steps")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to this * lr")
+    warmup_steps: int = Field(20, ge=0, description="linear warmup steps")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW, on 2-D weights only")
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0, description="max grad norm; 0 disables clipping")
+    seed: int = Field(0, description="model init and data order")
+    log_every: int = Field(5, ge=1, description="steps between metrics lines")
+    device: str = Field("auto", description="auto = cuda if available, else cpu")
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on cuda, else fp32")
+    compile: bool = Field(False, description="torch.compile the model")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; known: {sorted(PRESETS)}")
+        return v
 
     def tokens_per_step(self, seq_len: int) -> int:
         return self.batch_size * seq_len * self.grad_accum
