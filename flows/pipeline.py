@@ -371,6 +371,7 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
         if last >= 3:
             tok = tokenize_task(ctx, m)
         if last >= 4:
+            dask_engine.release_local()  # CPU stages are done; give the cores to training
             trained = train_task(ctx, tok)
         if last >= 5:
             evaluate_task(ctx, tok, trained)

@@ -65,6 +65,15 @@ def map_shards(fn: Callable[..., Any], args: Sequence[tuple], desc: str) -> list
     return client.gather(futures)
 
 
+def release_local() -> None:
+    """Stop a LocalCluster this process started (a remote cluster is left alone).
+
+    Called before the GPU stages: on a small machine the idle workers' heartbeats wake often
+    enough to stall torch's OpenMP threads (training measured ~2x slower with them up)."""
+    if _client is not None and not os.environ.get("DATAMILL_DASK_ADDRESS"):
+        shutdown()
+
+
 def shutdown() -> None:
     global _client
     if _client is not None:

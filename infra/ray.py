@@ -50,9 +50,20 @@ def start_actor(num_cpus: float | None = None) -> Any:
     """A StageActor with one GPU when there is one, else the CPUs."""
     ray = init()
     gpus = 1.0 if gpus_available() >= 1 else 0.0
-    cpus = num_cpus if num_cpus is not None else (1.0 if gpus else
-                                                  float(ray.cluster_resources().get("CPU", 1)))
-    return ray.remote(num_gpus=gpus, num_cpus=cpus)(StageActor).remote()
+    if num_cpus is not None:
+        cpus = num_cpus
+    elif gpus:
+        cpus = 1.0
+    else:
+        # leave one core to the flow process and Prefect's API: torch's OpenMP threads stall
+        # whenever a busy neighbour preempts one of them (measured ~2x slower on 2 cores)
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+    # Dask's LocalCluster sets OMP_NUM_THREADS=1 in this process's environment, which a local
+    # Ray started afterwards inherits: give the actor's torch the threads it was granted.
+    threads = str(max(1, int(cpus)))
+    env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    return ray.remote(num_gpus=gpus, num_cpus=cpus)(StageActor).options(
+        runtime_env={"env_vars": env}).remote()
 
 
 def shutdown() -> None:
