@@ -4,6 +4,11 @@ One readable loop in the spirit of nanoGPT: seeded data order, AdamW, linear war
 decay, gradient clipping and accumulation, JSONL metrics, and a Hugging Face checkpoint
 (safetensors + tokenizer) that `AutoModelForCausalLM` / `AutoTokenizer` load offline.
 
+Resumable: with `checkpoint_every` set, the loop saves out_dir/checkpoints/step-<N>/ (the HF
+model + tokenizer, plus the optimizer moments, data position and RNG states, all without pickle)
+and a later `train()` on the same out_dir carries on from the newest complete one, giving the
+same losses and weights as an uninterrupted run.
+
 Input: the directory written by tasks/tokenize.py (tokenizer.json, meta.json, .npy shards of
 shape (n_seq, seq_len)). Same config + same data => identical losses on CPU.
 
@@ -13,11 +18,15 @@ for TrainConfig alone (recipe validation in the CLI) stays fast and torch-free.
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 import json
+import logging
 import math
+import os
+import random
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 if TYPE_CHECKING:
     import torch
     from transformers import LlamaForCausalLM
+
+log = logging.getLogger(__name__)
 
 # LlamaConfig kwargs per model size. Parameter counts are for the transformer blocks only
 # (embeddings are tied, so they add vocab_size * hidden_size once).
@@ -50,6 +61,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Fields that change what is logged or saved, not the weights: a resumed run may use other values
+# (say, checkpoint more often after a crash) and still continue the same trajectory.
+BOOKKEEPING_FIELDS = frozenset({"log_every", "checkpoint_every", "keep_checkpoints", "peak_flops"})
+
+# Dense bf16 peak FLOP/s by CUDA device name (first substring match wins), for MFU.
+PEAK_BF16_FLOPS: list[tuple[str, float]] = [
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("A100", 312e12),
+]
+
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -71,6 +94,12 @@ class TrainConfig(BaseModel):
     dtype: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 autocast on cuda, else fp32")
     compile: bool = Field(False, description="torch.compile the model")
+    checkpoint_every: int = Field(
+        0, ge=0, description="steps between resumable checkpoints in checkpoints/; 0 = none")
+    keep_checkpoints: int = Field(
+        2, ge=1, description="newest resumable checkpoints kept; older ones are deleted")
+    peak_flops: float | None = Field(
+        None, gt=0, description="peak FLOP/s of the device, for MFU; None = known GPUs only")
 
     @field_validator("preset")
     @classmethod
@@ -84,6 +113,11 @@ class TrainConfig(BaseModel):
 
     def total_steps(self, seq_len: int) -> int:
         return max(1, self.max_tokens // self.tokens_per_step(seq_len))
+
+    def trajectory(self) -> dict[str, Any]:
+        """The fields that decide the trained weights: a run may only resume if these match."""
+        return self.model_dump(exclude=BOOKKEEPING_FIELDS)
+
 
 
 def resolve_device(device: str) -> torch.device:
@@ -158,10 +192,40 @@ class PackedSequences:
         return np.stack(rows).astype(np.int64)
 
 
+class DataOrder:
+    """Global sequence indices: a fresh seeded permutation per epoch, epochs concatenated.
+
+    (epoch, index into that epoch's permutation) is the whole state, so a resumed run picks up
+    exactly the rows the interrupted one would have read next.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, index: int = 0):
+        self.n, self.seed, self.epoch, self.index = n, seed, epoch, index
+        self.perm = self._permutation(epoch)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def take(self, k: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < k:
+            if self.index == self.n:  # epoch used up: next permutation
+                self.epoch, self.index = self.epoch + 1, 0
+                self.perm = self._permutation(self.epoch)
+            m = min(k - len(out), self.n - self.index)
+            out += self.perm[self.index : self.index + m].tolist()
+            self.index += m
+        return out
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+
 def sequence_order(n: int, seed: int) -> Iterator[int]:
-    """Global sequence indices: a fresh seeded permutation per epoch, epochs concatenated."""
-    for epoch in itertools.count():
-        yield from np.random.default_rng([seed, epoch]).permutation(n).tolist()
+    """DataOrder as an endless iterator of indices."""
+    order = DataOrder(n, seed)
+    while True:
+        yield order.take(1)[0]
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool) -> torch.optim.AdamW:
@@ -175,6 +239,39 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, fused: bool) -> 
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused)
+
+
+def flops_per_token(model_config: Any, seq_len: int) -> float:
+    """Training FLOPs per token, forward + backward (PaLM appendix B; nanoGPT's estimate_mfu):
+
+        6 * N  +  12 * L * d_attn * T
+
+    N counts the weights that take part in a matmul: per layer the q, k, v, o projections and the
+    gate/up/down MLP, plus the LM head (vocab x hidden; with tied embeddings that is the embedding
+    matrix once, the lookup itself being free). RMSNorm gains are negligible and left out. Each
+    such weight costs 2 FLOPs per token forward and 4 backward, hence 6N. The second term is
+    attention over the context: QK^T and scores @ V each take 2 * T * d_attn FLOPs per token and
+    layer forward, times 3 with backward; d_attn = n_heads * head_dim, T = seq_len, counted for the
+    full T x T score matrix (no discount for the causal mask), as PaLM and nanoGPT do.
+    """
+    c = model_config
+    hidden, layers, heads = c.hidden_size, c.num_hidden_layers, c.num_attention_heads
+    head_dim = getattr(c, "head_dim", None) or hidden // heads
+    kv_heads = getattr(c, "num_key_value_heads", None) or heads
+    attn = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2  # q, o + k, v
+    mlp = 3 * hidden * c.intermediate_size  # gate, up, down
+    n = layers * (attn + mlp) + c.vocab_size * hidden
+    return float(6 * n + 12 * layers * heads * head_dim * seq_len)
+
+
+def known_peak_flops(device: torch.device, bf16: bool) -> float | None:
+    """Dense bf16 peak of a known CUDA GPU (PEAK_BF16_FLOPS), else None (CPU, fp32, unknown)."""
+    import torch
+
+    if device.type != "cuda" or not bf16:
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS if key in name), None)
 
 
 def save_checkpoint(
@@ -195,6 +292,197 @@ def save_checkpoint(
     tokenizer.save_pretrained(ckpt)
 
 
+# ----------------------------------------------------------------------------- resumable state
+# out_dir/checkpoints/step-<N>/ holds what `save_checkpoint` writes (so it can be evaluated like
+# the final one) plus the training state, without pickle:
+#   train_state.safetensors  optimizer state per param index ("optim.<i>.exp_avg", ".exp_avg_sq",
+#                            ".step") and RNG states ("rng.torch_cpu", "rng.torch_cuda") as uint8
+#   train_state.json         step, tokens, loss, lr and total steps, data position (epoch, index),
+#                            elapsed time, numpy/python RNG, optimizer groups, config and data hash
+#   COMPLETE                 written last; a step dir without it is never resumed from
+# Each dir is written under a temporary name and renamed into place once complete.
+CHECKPOINTS = "checkpoints"
+COMPLETE = "COMPLETE"
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_identity(config: TrainConfig, meta: dict[str, Any]) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the trajectory config and the data's meta."""
+    return {"config_hash": _digest(config.trajectory()), "data_hash": _digest(meta)}
+
+
+def complete_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
+    """(step, dir) of the fully written resumable checkpoints under out_dir, oldest first."""
+    root = Path(out_dir) / CHECKPOINTS
+    found = []
+    for d in root.glob("step-*"):
+        step = d.name.removeprefix("step-")
+        if step.isdigit() and (d / COMPLETE).is_file():
+            found.append((int(step), d))
+    return sorted(found)
+
+
+def _write_dir(final: Path, write: Callable[[Path], None]) -> None:
+    """write(tmp) into a temporary sibling dir, then swap it in for `final` by renames, so a
+    reader (or a killed process) never sees a half-written `final`."""
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    for d in (tmp, old):
+        shutil.rmtree(d, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_temp_dirs(out_dir: Path) -> None:
+    """Leftovers of a process killed in the middle of _write_dir."""
+    for root in (out_dir, out_dir / CHECKPOINTS):
+        for d in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _rng_state(device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    import torch
+
+    tensors = {"rng.torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["rng.torch_cuda"] = torch.cuda.get_rng_state(device)
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return tensors, {
+        "numpy": {"keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "cached": cached},
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def _set_rng_state(
+    tensors: dict[str, torch.Tensor], saved: dict[str, Any], device: torch.device
+) -> None:
+    import torch
+
+    torch.set_rng_state(tensors["rng.torch_cpu"])
+    if device.type == "cuda" and "rng.torch_cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.torch_cuda"], device)
+    n = saved["numpy"]
+    keys = np.array(n["keys"], dtype=np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["cached"]))
+    p = saved["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+def save_train_state(
+    ckpt: Path,
+    model: LlamaForCausalLM,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    device: torch.device,
+    data_dir: Path,
+    meta: dict[str, Any],
+) -> None:
+    """One resumable checkpoint into the (temporary) dir `ckpt`; COMPLETE is written last."""
+    from safetensors.torch import save_file
+
+    save_checkpoint(model, data_dir, meta, ckpt)
+    opt = optimizer.state_dict()
+    tensors = {
+        f"optim.{i}.{name}": t.detach().cpu().contiguous()
+        for i, per_param in opt["state"].items()
+        for name, t in per_param.items()
+    }
+    rng_tensors, rng_json = _rng_state(device)
+    tensors.update(rng_tensors)
+    save_file(tensors, ckpt / "train_state.safetensors")
+    groups = [{**g, "betas": list(g["betas"])} for g in opt["param_groups"]]
+    state = {**state, "optimizer_groups": groups, "rng": rng_json}
+    (ckpt / "train_state.json").write_text(json.dumps(state, indent=1))
+    (ckpt / COMPLETE).write_text("")
+
+
+def read_train_state(ckpt: Path, config: TrainConfig, identity: dict[str, str]) -> dict[str, Any]:
+    """The JSON half of a checkpoint; ValueError if it belongs to another config or data."""
+    state = json.loads((ckpt / "train_state.json").read_text())
+    if state["config_hash"] != identity["config_hash"]:
+        old, new = state["config"], config.trajectory()
+        diff = ", ".join(
+            f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+            for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)
+        )
+        raise ValueError(
+            f"{ckpt} was written with another train config ({diff}); resume with the same "
+            "config or train into a fresh out_dir"
+        )
+    if state["data_hash"] != identity["data_hash"]:
+        raise ValueError(
+            f"{ckpt} was trained on other data (meta.json differs); resume on the same data "
+            "directory or train into a fresh out_dir"
+        )
+    return state
+
+
+def load_train_state(
+    ckpt: Path,
+    state: dict[str, Any],
+    model: LlamaForCausalLM,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+) -> None:
+    """Weights, optimizer moments and RNG states of checkpoint `ckpt` into the live objects."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{ckpt}: weights do not fit the model ({missing=}, {unexpected=})")
+
+    tensors = load_file(ckpt / "train_state.safetensors")
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            per_param.setdefault(int(i), {})[name] = t
+    current = optimizer.state_dict()["param_groups"]
+    groups = []
+    for saved, cur in zip(state["optimizer_groups"], current, strict=True):
+        # hyperparameters from the checkpoint; implementation choices from this process
+        impl = {k: cur[k] for k in ("foreach", "fused", "capturable") if k in cur}
+        groups.append({**saved, "betas": tuple(saved["betas"]), **impl})
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    _set_rng_state(tensors, state["rng"], device)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the metrics lines up to `step` (and no torn last line); the resumed run appends."""
+    keep = []
+    if path.exists():
+        for line in path.read_text().splitlines(keepends=True):
+            try:
+                if not line.endswith("\n") or json.loads(line)["step"] > step:
+                    break
+            except (json.JSONDecodeError, KeyError, TypeError):
+                break
+            keep.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
+
+
+def _prune_checkpoints(out_dir: Path, keep: int) -> None:
+    """Keep the `keep` newest complete checkpoints; drop older ones and incomplete step dirs."""
+    complete = complete_checkpoints(out_dir)
+    doomed = [d for _, d in complete[: max(0, len(complete) - keep)]]
+    doomed += [d for d in (out_dir / CHECKPOINTS).glob("step-*") if not (d / COMPLETE).is_file()]
+    for d in doomed:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- training
 def train(
     config: TrainConfig,
     data_dir: Path,
@@ -202,6 +490,13 @@ def train(
     metrics_path: Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
+    """Train one proxy model into out_dir/checkpoint and return a summary.
+
+    If out_dir holds resumable checkpoints from an earlier, interrupted call (same config and
+    data, else ValueError), training continues from the newest complete one and the metrics file
+    keeps its lines up to that step; otherwise training starts fresh and the metrics file is
+    rewritten.
+    """
     import torch
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -210,6 +505,7 @@ def train(
     seq_len = data.seq_len
     steps = config.total_steps(seq_len)
     tokens_per_step = config.tokens_per_step(seq_len)
+    identity = run_identity(config, meta)
 
     device = resolve_device(config.device)
     use_bf16 = config.dtype == "bf16" or (config.dtype == "auto" and device.type == "cuda")
@@ -220,36 +516,51 @@ def train(
     # seed everything that draws random numbers: model init (torch) and data order (numpy rng)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
+    random.seed(config.seed)
     model = build_model(config.preset, meta["vocab_size"], seq_len, meta["eos_id"]).to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
     optimizer = make_optimizer(model, config, fused=device.type == "cuda")
+    order = DataOrder(len(data), config.seed)
+
+    # carry on from the newest complete checkpoint an earlier (killed) call left behind
+    _remove_temp_dirs(out_dir)
+    start, resumed_from, loss_value, elapsed_before = 0, None, float("nan"), 0.0
+    if saved := complete_checkpoints(out_dir):
+        start, ckpt = saved[-1]
+        state = read_train_state(ckpt, config, identity)  # refuses another config or data
+        load_train_state(ckpt, state, model, optimizer, device)
+        order = DataOrder(len(data), config.seed, **state["data_order"])
+        loss_value, elapsed_before, resumed_from = state["loss"], state["elapsed_s"], start
+        log.info("resuming %s from step %d of %d", out_dir, start, steps)
     fwd = torch.compile(model) if config.compile else model
-    order = sequence_order(len(data), config.seed)
 
     metrics_file = None
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_file = metrics_path.open("w")  # one run per file: a rerun replaces it
+        if resumed_from is None:
+            metrics_file = metrics_path.open("w")  # a fresh run replaces the file
+        else:
+            _truncate_metrics(metrics_path, start)  # drop steps the checkpoint does not cover
+            metrics_file = metrics_path.open("a")
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=f"train {config.preset}", unit="step")
+        bar = tqdm(total=steps, initial=start, desc=f"train {config.preset}", unit="step")
 
-    loss_value = float("nan")
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - elapsed_before  # elapsed_s counts all attempts' training time
     try:
-        for step in range(steps):
+        for step in range(start, steps):
             lr = lr_at(step, steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
             loss_sum = torch.zeros((), device=device)
             for _ in range(config.grad_accum):
-                batch = data.get([next(order) for _ in range(config.batch_size)])
+                batch = data.get(order.take(config.batch_size))
                 input_ids = torch.from_numpy(batch).to(device, non_blocking=True)
                 with autocast:
                     # labels = inputs: the model shifts them internally for next-token loss
@@ -266,10 +577,14 @@ def train(
 
             done = step + 1
             last = done == steps
-            if done % config.log_every == 0 or last:
-                # .item() syncs the device, so only on logging steps
+            log_now = done % config.log_every == 0 or last
+            every = config.checkpoint_every
+            save_now = every > 0 and (done % every == 0 or last)
+            if log_now or save_now:
+                # .item() syncs the device, so only on logging and checkpoint steps
                 loss_value = loss_sum.item() / config.grad_accum
                 elapsed = time.perf_counter() - t0
+            if log_now:
                 record = {
                     "step": done,
                     "loss": loss_value,
@@ -284,6 +599,25 @@ def train(
                     metrics_file.flush()  # so a watcher can tail the file live
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
+            if save_now:
+                state = {
+                    "step": done,
+                    "tokens": done * tokens_per_step,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "total_steps": steps,
+                    "data_order": order.state(),
+                    "elapsed_s": elapsed,
+                    **identity,
+                    "config": config.trajectory(),
+                }
+                _write_dir(
+                    out_dir / CHECKPOINTS / f"step-{done}",
+                    lambda tmp, state=state: save_train_state(
+                        tmp, model, optimizer, state, device, data_dir, meta
+                    ),
+                )
+                _prune_checkpoints(out_dir, config.keep_checkpoints)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -294,8 +628,11 @@ def train(
     seconds = time.perf_counter() - t0
 
     ckpt = out_dir / "checkpoint"
-    save_checkpoint(model, data_dir, meta, ckpt)
+    _write_dir(ckpt, lambda tmp: save_checkpoint(model, data_dir, meta, tmp))
     tokens = steps * tokens_per_step
+    fpt = flops_per_token(model.config, seq_len)
+    model_flops_per_s = fpt * tokens / seconds
+    peak = config.peak_flops or known_peak_flops(device, use_bf16)
     return {
         "steps": steps,
         "tokens": tokens,
@@ -303,5 +640,33 @@ def train(
         "params": n_params,
         "seconds": seconds,
         "tokens_per_s": tokens / seconds,
+        "flops_per_token": fpt,
+        "model_flops_per_s": model_flops_per_s,
+        "peak_flops": peak,
+        "mfu": model_flops_per_s / peak if peak else None,
         "checkpoint": str(ckpt),
+        "resumed_from_step": resumed_from,
+        "seed": config.seed,
+        **identity,
     }
+
+
+def train_seeds(
+    config: TrainConfig,
+    seeds: list[int],
+    data_dir: Path,
+    out_dir: Path,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """One proxy per seed, sequentially, each in out_dir/seed-<s>/ (checkpoint/, metrics.jsonl,
+    checkpoints/) so that each run resumes on its own. Returns train()'s summaries in seed order.
+    """
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"duplicate seeds: {seeds}")
+    out_dir = Path(out_dir)
+    summaries = []
+    for seed in seeds:
+        run_config = TrainConfig.model_validate({**config.model_dump(), "seed": seed})
+        run_dir = out_dir / f"seed-{seed}"
+        summaries.append(train(run_config, data_dir, run_dir, run_dir / "metrics.jsonl", progress))
+    return summaries

@@ -7,8 +7,10 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from infra.env import apply_defaults
 
@@ -53,3 +55,28 @@ def _engines() -> Iterator[None]:
 
     dask_engine.shutdown()
     ray_engine.shutdown()
+
+
+def _write_recipe(path: Path, inputs: Path, data_root: Path, **filter_overrides: Any) -> Path:
+    recipe = {
+        "name": "slice",
+        "data_root": str(data_root),
+        "input": {"paths": [str(inputs)]},
+        "stages": {
+            "ingest": {"shard_max_bytes": 250_000},  # several shards -> real cross-shard dedup
+            "rewrite": None,
+            "filter": {"filters": {"gopher_quality": filter_overrides}, "exact_dedup": {}},
+            "tokenize": {"vocab_size": 512, "seq_len": 64, "heldout_fraction": 0.1},
+            "train": {"preset": "tiny", "batch_size": 8, "max_tokens": 8 * 64 * 12,
+                      "warmup_steps": 2, "log_every": 2},
+            "evaluate": {"batch_size": 16, "max_docs": 20},
+        },
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_recipe() -> Any:
+    """Writes a small recipe over the slice: tiny tokenizer and model, a few training steps."""
+    return _write_recipe

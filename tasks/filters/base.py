@@ -49,6 +49,9 @@ class FilterModule(Protocol):
 # recipe key -> module path. One line per filter.
 REGISTRY: dict[str, str] = {
     "gopher_quality": "tasks.filters.gopher",
+    "gopher_repetition": "tasks.filters.gopher_repetition",
+    "fineweb_quality": "tasks.filters.fineweb",
+    "c4_quality": "tasks.filters.c4",
 }
 
 

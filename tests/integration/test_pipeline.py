@@ -11,35 +11,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from tasks.catalog import Catalog
 
 pytestmark = pytest.mark.slow
 
 
-def write_recipe(path: Path, inputs: Path, data_root: Path, **filter_overrides: Any) -> Path:
-    recipe = {
-        "name": "slice",
-        "data_root": str(data_root),
-        "input": {"paths": [str(inputs)]},
-        "stages": {
-            "ingest": {"shard_max_bytes": 250_000},  # several shards -> real cross-shard dedup
-            "rewrite": None,
-            "filter": {"filters": {"gopher_quality": filter_overrides}, "exact_dedup": {}},
-            "tokenize": {"vocab_size": 512, "seq_len": 64, "heldout_fraction": 0.1},
-            "train": {"preset": "tiny", "batch_size": 8, "max_tokens": 8 * 64 * 12,
-                      "warmup_steps": 2, "log_every": 2},
-            "evaluate": {"batch_size": 16, "max_docs": 20},
-        },
-    }
-    path.write_text(yaml.safe_dump(recipe))
-    return path
-
-
 @pytest.fixture(scope="module")
-def first_run(prefect_harness: None, sample_slice: Path, tmp_path_factory: pytest.TempPathFactory
-              ) -> dict[str, Any]:
+def first_run(prefect_harness: None, sample_slice: Path, tmp_path_factory: pytest.TempPathFactory,
+              write_recipe: Any) -> dict[str, Any]:
     from flows.pipeline import run_recipe
 
     tmp = tmp_path_factory.mktemp("e2e")
@@ -101,7 +81,7 @@ def test_second_run_recomputes_nothing(first_run: dict[str, Any]) -> None:
 
 
 def test_changing_a_threshold_recomputes_only_from_the_decision_on(
-    first_run: dict[str, Any], sample_slice: Path
+    first_run: dict[str, Any], sample_slice: Path, write_recipe: Any
 ) -> None:
     from flows.pipeline import run_recipe
 
