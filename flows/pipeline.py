@@ -348,7 +348,14 @@ def _publish(ctx: RunContext, status: str) -> str:
     return str(path)
 
 
-@flow(name="datamill-run", log_prints=True)
+def _flow_run_name() -> str:
+    """The flow run is named by the datamill run id, so the UI and the catalog agree."""
+    from prefect.runtime import flow_run
+
+    return flow_run.parameters.get("run_id") or new_run_id()
+
+
+@flow(name="datamill-run", flow_run_name=_flow_run_name, log_prints=True)
 def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None = None,
                run_id: str | None = None) -> dict[str, Any]:
     """Run a recipe end to end (or up to ``until``); returns the run's summary."""
@@ -356,7 +363,11 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
     if until is not None and until not in STAGES:
         raise ValueError(f"--until must be one of {STAGES}, not {until!r}")
     root = resolve_data_root(data_root, recipe.data_root)
-    ctx = RunContext(run_id or new_run_id(), recipe, str(Path(recipe_path).resolve()), root,
+    if run_id is None:  # a deployment's run: the name _flow_run_name gave it
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.name or new_run_id()
+    ctx = RunContext(run_id, recipe, str(Path(recipe_path).resolve()), root,
                      Catalog(root / "catalog.duckdb"))
     log = get_run_logger()
     log.info("run %s: recipe %s, data root %s", ctx.run_id, recipe.name, root)

@@ -156,6 +156,14 @@ def test_report_and_prefect_artifacts(first_run: dict[str, Any]) -> None:
     assert {"datamill-funnel", "datamill-report", "datamill-eval"} <= keys
     funnel = next(a for a in arts if a.key == "datamill-funnel")
     assert "filter" in str(funnel.data)
+    # the flow run in the UI carries the datamill run id as its name
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    run_id = first_run["summary"]["run_id"]
+    with get_client(sync_client=True) as client:
+        named = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[run_id])))
+    assert len(named) == 1 and named[0].state_name == "Completed"
 
 
 def test_training_metrics_are_in_the_catalog(first_run: dict[str, Any]) -> None:
