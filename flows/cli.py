@@ -40,6 +40,14 @@ def _parser() -> argparse.ArgumentParser:
     sh.add_argument("run", help="a run id, or 'latest'")
     sh.add_argument("--data-root", help="default: $DATAMILL_DATA_ROOT, else .datamill")
     sh.add_argument("--json", action="store_true")
+    cmp_ = sub.add_parser("compare", help="is run B better than run A? paired bootstrap, "
+                          "verdict per task and metric")
+    cmp_.add_argument("run_a")
+    cmp_.add_argument("run_b")
+    cmp_.add_argument("--data-root", help="default: $DATAMILL_DATA_ROOT, else .datamill")
+    cmp_.add_argument("--json", action="store_true")
+    cmp_.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
+
     srv = sub.add_parser("server", help="start/stop a local Prefect server (UI, schedules)")
     srv.add_argument("action", choices=["start", "stop", "status"])
     srv.add_argument("--port", type=int, default=4200)
@@ -165,6 +173,36 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tasks.compare import compare
+
+    cat = _catalog(args.data_root)
+    try:
+        runs = [cat.show(r) for r in (args.run_a, args.run_b)]
+    except (FileNotFoundError, LookupError) as e:
+        return _fail(str(e).strip("'\""), 1)
+    paths = []
+    for run in runs:
+        ev = [s["output_path"] for s in run["stages"] if s["stage"] == "evaluate"]
+        if not ev:
+            return _fail(f"run {run['run_id']} has no evaluate stage", 1)
+        paths.append([Path(p) for p in ev])
+    rows = compare(paths[0], paths[1], n_boot=args.boot)
+    cat.record_decisions(runs[0]["run_id"], runs[1]["run_id"], rows)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"A = {runs[0]['run_id']} ({runs[0]['recipe']})   B = {runs[1]['run_id']} "
+          f"({runs[1]['recipe']})")
+    print(f"{'task':<16} {'metric':<9} {'A':>8} {'B':>8} {'B-A':>8} {'95% CI':>19} "
+          f"{'MDE':>7} {'items':>6}  verdict (B vs A)")
+    for r in rows:
+        ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+        print(f"{r['task']:<16} {r['metric']:<9} {r['a']:>8.4f} {r['b']:>8.4f} "
+              f"{r['diff']:>+8.4f} {ci:>19} {r['mde']:>7.4f} {r['items']:>6}  {r['verdict']}")
+    return 0
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from infra import prefect_server
     from infra.env import data_root
@@ -239,7 +277,8 @@ def cmd_trigger(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "runs": cmd_runs, "show": cmd_show,
-               "server": cmd_server, "serve": cmd_serve, "trigger": cmd_trigger}
+               "server": cmd_server, "serve": cmd_serve, "trigger": cmd_trigger,
+               "compare": cmd_compare}
     return handler[args.cmd](args)
 
 

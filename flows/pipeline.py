@@ -31,7 +31,7 @@ from tasks.catalog import Catalog
 from tasks.filters import dedup
 from tasks.filters.base import get_filter
 from tasks.recipe import STAGES, Recipe, load_recipe
-from tasks.store import StageDir, merge_counts, run_marked, version_of
+from tasks.store import StageDir, merge_counts, run_marked, version_of, write_parquet
 
 
 class AccountingError(RuntimeError):
@@ -316,18 +316,25 @@ def evaluate_task(ctx: RunContext, tok: dict[str, Any], trained: dict[str, Any]
         ray = ray_engine.init()
         actor = ray_engine.start_actor()
         try:
-            res = ray.get(actor.run.remote("tasks.evaluate:bits_per_byte", Path(ckpt), docs,
-                                           seq_len, cfg.batch_size))
+            res = ray.get(actor.run.remote("tasks.evaluate:evaluate_all", Path(ckpt), docs,
+                                           seq_len, cfg.batch_size, cfg.tasks, cfg.max_items,
+                                           cfg.seed))
         finally:
             ray.kill(actor)
+        import pyarrow as pa
+
+        write_parquet(pa.Table.from_pylist(res.pop("items")), sd.path / "items.parquet")
         (sd.path / "results.json").write_text(json.dumps(res, indent=2))
         return {"docs_in": len(docs), "docs_kept": len(docs), "docs_rejected": 0,
-                "results": res, "outputs": {"results": sd.rel(sd.path / "results.json")}}
+                "results": res, "outputs": {"results": sd.rel(sd.path / "results.json"),
+                                            "items": sd.rel(sd.path / "items.parquet")}}
 
     manifest = run_stage(ctx, "evaluate", config, [tok["version"], trained["version"]], compute)
     res = manifest["results"]
     rows = [("heldout", "bpb", res["overall"]["bpb"])]
     rows += [(f"heldout/{src}", "bpb", r["bpb"]) for src, r in sorted(res["by_source"].items())]
+    for name, r in sorted(res.get("tasks", {}).items()):
+        rows += [(name, m, r[m]) for m in ("acc", "acc_norm", "acc_centred", "items")]
     ctx.catalog.record_evals(ctx.run_id, ckpt, rows)
     return manifest
 

@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS metrics (
   run_id VARCHAR, step BIGINT, name VARCHAR, value DOUBLE);
 CREATE TABLE IF NOT EXISTS evals (
   run_id VARCHAR, checkpoint VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE);
+CREATE TABLE IF NOT EXISTS decisions (
+  decided_at TIMESTAMPTZ, run_a VARCHAR, run_b VARCHAR, task VARCHAR, metric VARCHAR,
+  a DOUBLE, b DOUBLE, diff DOUBLE, ci_low DOUBLE, ci_high DOUBLE, mde DOUBLE, items BIGINT,
+  seeds BIGINT, verdict VARCHAR);
 """
 
 STAGE_COLUMNS = ["stage", "version", "docs_in", "docs_kept", "docs_rejected", "seconds",
@@ -97,6 +101,15 @@ class Catalog:
             with self.connect() as con:
                 con.executemany("INSERT INTO evals VALUES (?, ?, ?, ?, ?)",
                                 [[run_id, checkpoint, t, m, v] for t, m, v in rows])
+
+    def record_decisions(self, run_a: str, run_b: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.connect() as con:
+                con.executemany(
+                    "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[now(), run_a, run_b, r["task"], r["metric"], r["a"], r["b"], r["diff"],
+                      r["ci_low"], r["ci_high"], r["mde"], r["items"], r["seeds"],
+                      r["verdict"]] for r in rows])
 
     # --- reads ---
     def runs(self) -> list[dict[str, Any]]:

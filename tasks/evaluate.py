@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ def bits_per_byte(
     seq_len: int,
     batch_size: int = 8,
     device: str = "auto",
+    per_doc: bool = False,
 ) -> dict[str, Any]:
     """Score `docs` (columns id, text, source) with the checkpoint written by tasks.train.
 
@@ -113,4 +115,103 @@ def bits_per_byte(
         sum(v["tokens"] for v in by_source.values()),
         sum(v["docs"] for v in by_source.values()),
     )
-    return {"overall": overall, "by_source": by_source}
+    out: dict[str, Any] = {"overall": overall, "by_source": by_source}
+    if per_doc:  # per-item scores, for paired comparisons between models
+        out["per_doc"] = {"id": docs.column("id").to_pylist(), "source": sources,
+                          "nll_nats": doc_nll,
+                          "bytes": [len(t.encode("utf-8")) for t in texts]}
+    return out
+
+
+def _choice_tokens(tokenizer: Any, context: str, choice: str) -> tuple[list[int], list[int]]:
+    """Context and continuation ids the way lm-evaluation-harness splits them: encode the
+    whole string and take what follows the context's tokens (BPE merges across the seam)."""
+    ctx = tokenizer.encode(context, add_special_tokens=False).ids
+    whole = tokenizer.encode(context + choice, add_special_tokens=False).ids
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return ctx, whole[len(ctx):]
+    return ctx, tokenizer.encode(choice, add_special_tokens=False).ids
+
+
+@torch.inference_mode()
+def multiple_choice(
+    checkpoint_dir: Path, items: list[dict[str, Any]], seq_len: int, batch_size: int = 16,
+    device: str = "auto",
+) -> list[dict[str, Any]]:
+    """Score {id, context, choices, gold} items by log-likelihood, as lm-evaluation-harness does:
+    ``correct`` picks the choice with the highest summed log-probability, ``correct_norm`` the
+    highest log-probability per UTF-8 byte of the choice (acc_norm)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    dev = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        checkpoint_dir, dtype=torch.float32, attn_implementation="sdpa").to(dev).eval()
+    eos_id = model.config.eos_token_id
+    tokenizer = Tokenizer.from_file(str(checkpoint_dir / "tokenizer.json"))
+    # one row per (item, choice): [eos] + context + continuation, cut from the left
+    rows: list[tuple[int, int, list[int], int]] = []  # item, choice, ids, continuation length
+    for i, item in enumerate(items):
+        for j, choice in enumerate(item["choices"]):
+            ctx, cont = _choice_tokens(tokenizer, item["context"], choice)
+            ids = ([eos_id, *ctx, *cont])[-(seq_len + 1):]
+            rows.append((i, j, ids, min(len(cont), len(ids) - 1)))
+    logp = [[0.0] * len(it["choices"]) for it in items]
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        width = max(len(r[2]) for r in batch) - 1
+        input_ids = torch.full((len(batch), width), eos_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for k, (_, _, ids, _) in enumerate(batch):
+            input_ids[k, :len(ids) - 1] = torch.tensor(ids[:-1])
+            mask[k, :len(ids) - 1] = 1
+        logits = model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
+                       use_cache=False).logits.float().log_softmax(-1)
+        for k, (i, j, ids, n_cont) in enumerate(batch):
+            n = len(ids) - 1
+            targets = torch.tensor(ids[n - n_cont + 1:n + 1], device=dev)
+            lp = logits[k, n - n_cont:n].gather(-1, targets[:, None]).double().sum().item()
+            logp[i][j] = lp
+    out = []
+    for item, lps in zip(items, logp, strict=True):
+        norm = [lp / max(1, len(c.encode("utf-8"))) for lp, c in zip(lps, item["choices"],
+                                                                        strict=True)]
+        out.append({"id": item["id"], "source": item.get("source"),
+                    "correct": float(int(np.argmax(lps)) == item["gold"]),
+                    "correct_norm": float(int(np.argmax(norm)) == item["gold"]),
+                    "n_choices": len(item["choices"])})
+    return out
+
+
+
+def evaluate_all(
+    checkpoint_dir: Path, heldout: pa.Table, seq_len: int, batch_size: int,
+    tasks: list[str], max_items: int, seed: int = 0,
+) -> dict[str, Any]:
+    """Bits per byte on the held-out docs plus the multiple-choice tasks built from them.
+
+    Returns {"bpb": ..., "tasks": {task: {acc, acc_norm, acc_centred, items}}, "items": rows}
+    where rows are per-item scores (task, metric, item_id, source, num, den) for paired
+    comparisons: metric value = sum(num) / sum(den) over items."""
+    from tasks import evalsets
+
+    bpb = bits_per_byte(checkpoint_dir, heldout, seq_len, batch_size, per_doc=True)
+    per = bpb.pop("per_doc")
+    rows = [{"task": "heldout", "metric": "bpb", "item_id": i, "source": s,
+             "num": nll / math.log(2), "den": float(b)}
+            for i, s, nll, b in zip(per["id"], per["source"], per["nll_nats"], per["bytes"],
+                                    strict=True)]
+    docs = heldout.to_pylist()
+    results: dict[str, Any] = {}
+    for task in tasks:
+        items = evalsets.build(task, docs, max_items, seed)
+        scored = multiple_choice(checkpoint_dir, items, seq_len, batch_size) if items else []
+        n = len(scored)
+        acc = sum(r["correct"] for r in scored) / n if n else float("nan")
+        acc_norm = sum(r["correct_norm"] for r in scored) / n if n else float("nan")
+        results[task] = {"acc": acc, "acc_norm": acc_norm, "items": n,
+                         "acc_centred": evalsets.centred(acc) if n else float("nan")}
+        for r in scored:
+            rows.append({"task": task, "metric": "acc", "item_id": r["id"],
+                         "source": r["source"], "num": r["correct"], "den": 1.0})
+            rows.append({"task": task, "metric": "acc_norm", "item_id": r["id"],
+                         "source": r["source"], "num": r["correct_norm"], "den": 1.0})
+    return {**bpb, "tasks": results, "items": rows}

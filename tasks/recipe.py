@@ -104,6 +104,11 @@ class TokenizeConfig(Strict):
 
 class EvaluateConfig(Strict):
     batch_size: int = Field(8, ge=1, description="windows scored per forward pass")
+    tasks: list[Literal["next_sentence", "final_word"]] = Field(
+        default_factory=lambda: ["next_sentence", "final_word"],
+        description="multiple-choice tasks built from held-out text (docs/evaluation.md)")
+    max_items: int = Field(500, ge=1, description="items per multiple-choice task")
+    seed: int = Field(0, description="which sentence/word an item asks about; distractors")
     max_docs: int | None = Field(None, ge=1, description="cap on held-out docs scored")
 
 

@@ -28,9 +28,9 @@ CODE_VERSIONS = {
     "rewrite": 1,
     "score": 1,
     "filter": 1,
-    "tokenize": 1,
+    "tokenize": 2,  # 2: held-out docs keep their lang
     "train": 1,
-    "evaluate": 1,
+    "evaluate": 2,  # 2: multiple-choice tasks, per-item scores
 }
 
 

@@ -80,7 +80,7 @@ def pack_shard(
     eos_id = tok.token_to_id(EOS)
     dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32
     out = Path(out_dir)
-    t = pq.read_table(in_path, columns=["id", "text", "source"])
+    t = pq.read_table(in_path, columns=["id", "text", "source", "lang"])
     held = heldout_mask(t.column("id").combine_chunks(), fraction)
     write_parquet(t.filter(pa.array(held)), out / "heldout" / f"part-{key}.parquet")
     train = t.filter(pa.array(~held))
@@ -141,6 +141,6 @@ def read_heldout(out_dir: Path, max_docs: int | None = None) -> pa.Table:
     files = sorted((out_dir / "heldout").glob("part-*.parquet"))
     t = pa.concat_tables([pq.read_table(f) for f in files]) if files else pa.table(
         {"id": pa.array([], pa.string()), "text": pa.array([], pa.large_string()),
-         "source": pa.array([], pa.string())})
+         "source": pa.array([], pa.string()), "lang": pa.array([], pa.string())})
     t = t.take(pc.sort_indices(t, [("id", "ascending")]))  # order independent of sharding
     return t.slice(0, max_docs) if max_docs else t

@@ -204,3 +204,32 @@ def test_crash_mid_stage_rerun_redoes_only_unfinished_shards(first_run: dict[str
         assert again["filter"][k] == st["filter"][k]
     kept_rows = sum(pq.read_metadata(p).num_rows for p in (fdir / "kept").glob("*.parquet"))
     assert kept_rows == st["filter"]["docs_kept"]
+
+
+def test_multiple_choice_tasks_and_compare(first_run: dict[str, Any]) -> None:
+    """Held-out tasks are scored per item; compare pairs items and records a verdict."""
+    st = stages_of(first_run["summary"])
+    run = Catalog(first_run["root"] / "catalog.duckdb").show(first_run["summary"]["run_id"])
+    ev = {(e["task"], e["metric"]): e["value"] for e in run["evals"]}
+    for task in ("next_sentence", "final_word"):
+        assert ev[(task, "items")] > 0
+        assert 0.0 <= ev[(task, "acc")] <= 1.0
+        assert ev[(task, "acc_centred")] == pytest.approx((ev[(task, "acc")] - 0.25) / 0.75)
+    items = pq.read_table(Path(st["evaluate"]["output_path"]) / "items.parquet").to_pylist()
+    bpb_items = [r for r in items if r["task"] == "heldout"]
+    assert sum(r["num"] for r in bpb_items) / sum(r["den"] for r in bpb_items) == \
+        pytest.approx(ev[("heldout", "bpb")], rel=1e-9)
+    # the same model against itself: no difference, "can't tell", recorded in the catalog
+    rid = first_run["summary"]["run_id"]
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "compare", rid, rid, "--json",
+                          "--boot", "200", "--data-root", str(first_run["root"])],
+                         capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout)
+    assert {(r["task"], r["metric"]) for r in rows} >= {("heldout", "bpb"),
+                                                        ("next_sentence", "acc")}
+    assert all(r["diff"] == 0 and r["verdict"] == "can't tell" for r in rows)
+    import duckdb
+
+    con = duckdb.connect(str(first_run["root"] / "catalog.duckdb"), read_only=True)
+    assert con.execute("select count(*) from decisions").fetchone()[0] == len(rows)
+    con.close()
