@@ -255,6 +255,8 @@ def _tail_metrics(path: Path, stop: threading.Event, log: Any) -> None:
     while True:
         stopped = stop.wait(1.0)
         if path.exists():
+            if path.stat().st_size < pos:  # a resumed run cut the file back to its checkpoint
+                pos = 0
             with open(path) as fh:
                 fh.seek(pos)
                 while (line := fh.readline()).endswith("\n"):
@@ -269,13 +271,12 @@ def _tail_metrics(path: Path, stop: threading.Event, log: Any) -> None:
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     tcfg = ctx.recipe.train_config()
-    config = tcfg.model_dump()
+    config = tcfg.trajectory()  # bookkeeping (log/checkpoint cadence) does not change the model
     log = get_run_logger()
 
     def compute(sd: StageDir) -> dict[str, Any]:
         data_dir = _abs(ctx, upstream["outputs"]["data_dir"])
-        metrics = sd.path / "metrics.jsonl"
-        metrics.unlink(missing_ok=True)
+        metrics = sd.path / "metrics.jsonl"  # train() resumes it after a crash, or starts it
         stop = threading.Event()
         tail = threading.Thread(target=_tail_metrics, args=(metrics, stop, log), daemon=True)
         tail.start()

@@ -95,11 +95,13 @@ class TrainConfig(BaseModel):
         "auto", description="auto = bf16 autocast on cuda, else fp32")
     compile: bool = Field(False, description="torch.compile the model")
     checkpoint_every: int = Field(
-        0, ge=0, description="steps between resumable checkpoints in checkpoints/; 0 = none")
+        0, ge=0, description="steps between resumable checkpoints (checkpoints/step-N/, and the "
+        "last step); 0 = none, only the final checkpoint/")
     keep_checkpoints: int = Field(
         2, ge=1, description="newest resumable checkpoints kept; older ones are deleted")
     peak_flops: float | None = Field(
-        None, gt=0, description="peak FLOP/s of the device, for MFU; None = known GPUs only")
+        None, gt=0, description="peak FLOP/s of the device for MFU; None = a known GPU's bf16 "
+        "peak, else no MFU")
 
     @field_validator("preset")
     @classmethod
@@ -117,7 +119,6 @@ class TrainConfig(BaseModel):
     def trajectory(self) -> dict[str, Any]:
         """The fields that decide the trained weights: a run may only resume if these match."""
         return self.model_dump(exclude=BOOKKEEPING_FIELDS)
-
 
 
 def resolve_device(device: str) -> torch.device:
@@ -513,7 +514,7 @@ def train(
         torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     )
 
-    # seed everything that draws random numbers: model init (torch) and data order (numpy rng)
+    # seed every global RNG: torch draws the model init; the data order has its own generator
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)

@@ -40,8 +40,9 @@ def duplicates(keys: pa.Table) -> pa.Table:
     docs to drop: every doc whose hash was already seen at a smaller (shard, row)."""
     if len(keys) == 0:
         return pa.table({"shard": pa.array([], pa.int32()), "row": pa.array([], pa.int64())})
-    order = pc.sort_indices(keys, [("hash", "ascending"), ("shard", "ascending"),
-                                   ("row", "ascending")])
+    order = pc.sort_indices(
+        keys, [("hash", "ascending"), ("shard", "ascending"), ("row", "ascending")]
+    )
     t = keys.take(order)
     h = t.column("hash").combine_chunks()
     same = np.zeros(len(t), dtype=bool)

@@ -28,11 +28,21 @@ CHILD = """
 import sys
 from pathlib import Path
 import torch
-torch.set_num_threads(int(sys.argv[4]))  # the parent's, so the float sums add up the same way
+torch.set_num_threads(int(sys.argv[4]))  # as the parent, so float sums add up the same way
 from tasks.train import TrainConfig, train
 out = Path(sys.argv[3])
 train(TrainConfig.model_validate_json(sys.argv[1]), Path(sys.argv[2]), out, out / "metrics.jsonl")
 """
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # one intra-op thread, here and in the child: identical float sums in both processes, and on
+    # a shared 2-core machine several times faster than two spinning OpenMP threads
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ def test_train_and_pack(tmp_path: Path, sample_lines: list[str]) -> None:
     docs = [json.loads(line) for line in sample_lines[:300]]
     table = pa.table({"id": [d["id"] for d in docs],
                       "text": pa.array([d["text"] for d in docs], pa.large_string()),
-                      "source": [d["source"] for d in docs]})
+                      "source": [d["source"] for d in docs],
+                      "lang": [d["lang"] for d in docs]})
     pq.write_table(table, tmp_path / "part-00000.parquet")
     tok_path = tmp_path / "out" / "tokenizer.json"
     texts = tokenize.iter_train_texts([str(tmp_path / "part-00000.parquet")], 0.1, 10**9)

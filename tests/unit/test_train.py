@@ -15,19 +15,27 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tasks.train import (
+    BOOKKEEPING_FIELDS,
     PRESETS,
     PackedSequences,
     TrainConfig,
     build_model,
+    flops_per_token,
     lr_at,
     sequence_order,
     train,
+    train_seeds,
 )
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "sample.jsonl"
 EOS = "<|endoftext|>"
 SEQ_LEN = 64
 METRIC_KEYS = {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"}
+SUMMARY_KEYS = {
+    "steps", "tokens", "final_loss", "params", "seconds", "tokens_per_s", "flops_per_token",
+    "model_flops_per_s", "peak_flops", "mfu", "checkpoint", "resumed_from_step", "seed",
+    "config_hash", "data_hash",
+}
 
 
 def make_data_dir(root: Path, n_docs: int = 200, vocab_size: int = 300, n_shards: int = 2) -> Path:
@@ -74,6 +82,15 @@ def make_data_dir(root: Path, n_docs: int = 200, vocab_size: int = 300, n_shards
     return data_dir
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # on a shared 2-core machine two spinning OpenMP threads are several times slower than one
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_data_dir(tmp_path_factory.mktemp("train"))
@@ -85,7 +102,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 def config(steps: int, **kw) -> TrainConfig:
     kw.setdefault("batch_size", 8)
-    return TrainConfig(max_tokens=steps * kw["batch_size"] * SEQ_LEN, log_every=1, **kw)
+    kw.setdefault("log_every", 1)
+    return TrainConfig(max_tokens=steps * kw["batch_size"] * SEQ_LEN, **kw)
 
 
 def test_presets_build_and_tie_embeddings():
@@ -113,6 +131,32 @@ def test_config_rejects_unknown_keys_and_counts_steps():
         TrainConfig(learning_rate=1e-3)
     assert TrainConfig(max_tokens=10, batch_size=16).total_steps(64) == 1  # at least one
     assert TrainConfig(max_tokens=100_000, batch_size=4, grad_accum=2).total_steps(64) == 195
+    for bad in [{"checkpoint_every": -1}, {"keep_checkpoints": 0}, {"peak_flops": 0}]:
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+    # bookkeeping fields may change between a run and its resumption; the rest may not
+    assert BOOKKEEPING_FIELDS <= set(TrainConfig.model_fields)
+    base = TrainConfig()
+    assert base.model_copy(update={"checkpoint_every": 5, "peak_flops": 1e12}).trajectory() == (
+        base.trajectory())
+    assert base.model_copy(update={"lr": 1e-4}).trajectory() != base.trajectory()
+
+
+def test_flops_per_token_counts_every_matmul():
+    T = SEQ_LEN
+    for preset in ("tiny", "small"):
+        model = build_model(preset, vocab_size=300, seq_len=T, eos_id=0)
+        c = model.config
+        # every 2-D parameter is a matmul weight (the tied embedding is the LM head, counted once)
+        matmul = sum(p.numel() for p in model.parameters() if p.dim() == 2)
+        attention = 12 * c.num_hidden_layers * c.hidden_size * T
+        assert flops_per_token(c, T) == 6 * matmul + attention
+    # grouped-query attention: k and v shrink, the attention term does not
+    cfg = build_model("tiny", 300, T, 0).config
+    full = flops_per_token(cfg, T)
+    cfg.num_key_value_heads = 2
+    # k and v (x2) each lose 2 heads of dim 32 on a 128-wide input, in each of 4 layers
+    assert full - flops_per_token(cfg, T) == 6 * 4 * 2 * (128 * 2 * 32)
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -138,6 +182,12 @@ def test_train_loss_goes_down_logs_and_checkpoint_loads(data_dir: Path, tmp_path
     assert result["steps"] == 30
     assert result["tokens"] == 30 * 8 * SEQ_LEN
     assert result["params"] > 0 and result["seconds"] > 0 and result["tokens_per_s"] > 0
+    assert set(result) == SUMMARY_KEYS
+    assert result["resumed_from_step"] is None and result["seed"] == 0
+    assert result["model_flops_per_s"] == pytest.approx(
+        result["flops_per_token"] * result["tokens_per_s"])
+    assert result["peak_flops"] is None and result["mfu"] is None  # CPU: no known peak
+    assert not (tmp_path / "run" / "checkpoints").exists()  # checkpoint_every=0: only the final
     rows = read_metrics(metrics)
     assert [r["step"] for r in rows] == list(range(1, 31))
     assert all(set(r) == METRIC_KEYS for r in rows)
@@ -171,13 +221,32 @@ def test_train_loss_goes_down_logs_and_checkpoint_loads(data_dir: Path, tmp_path
 
 
 def test_same_seed_same_losses(data_dir: Path, tmp_path: Path):
-    runs = {}
-    for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+    runs, summaries = {}, {}
+    # b also sets a peak FLOP/s figure: MFU is reported, training is unchanged
+    for name, seed, peak in [("a", 0, None), ("b", 0, 1e12), ("c", 1, None)]:
         metrics = tmp_path / f"{name}.jsonl"
-        train(config(6, seed=seed), data_dir, tmp_path / name, metrics_path=metrics)
+        cfg = config(6, seed=seed, peak_flops=peak)
+        summaries[name] = train(cfg, data_dir, tmp_path / name, metrics_path=metrics)
         runs[name] = [(r["loss"], r["grad_norm"]) for r in read_metrics(metrics)]
     assert runs["a"] == runs["b"]  # bit-identical on CPU
     assert runs["a"] != runs["c"]
+    b = summaries["b"]
+    assert b["peak_flops"] == 1e12 and b["mfu"] == pytest.approx(b["model_flops_per_s"] / 1e12)
+    assert summaries["a"]["config_hash"] == b["config_hash"] != summaries["c"]["config_hash"]
+
+
+def test_train_seeds_one_run_per_seed(data_dir: Path, tmp_path: Path):
+    cfg = config(3, log_every=3)
+    summaries = train_seeds(cfg, [7, 3], data_dir, tmp_path / "seeds")
+    assert [s["seed"] for s in summaries] == [7, 3]
+    for s in summaries:
+        run = tmp_path / "seeds" / f"seed-{s['seed']}"
+        assert Path(s["checkpoint"]) == run / "checkpoint"
+        assert (run / "checkpoint" / "model.safetensors").exists()
+        assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [3]
+    assert summaries[0]["final_loss"] != summaries[1]["final_loss"]
+    with pytest.raises(ValueError, match="duplicate"):
+        train_seeds(cfg, [1, 1], data_dir, tmp_path / "dup")
 
 
 def test_data_order_and_shard_addressing(data_dir: Path):
