@@ -269,8 +269,8 @@ def _tail_metrics(path: Path, stop: threading.Event, log: Any) -> None:
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
-    tcfg = ctx.recipe.train_config()
+def train_task(ctx: RunContext, upstream: dict[str, Any], tcfg: Any) -> dict[str, Any]:
+    """Train one proxy (one seed) in a Ray actor."""
     config = tcfg.trajectory()  # bookkeeping (log/checkpoint cadence) does not change the model
     log = get_run_logger()
 
@@ -299,7 +299,7 @@ def train_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     for line in (ctx.data_root / manifest["outputs"]["metrics"]).read_text().splitlines():
         m = json.loads(line)
         rows += [(m["step"], k, float(m[k])) for k in ("loss", "lr", "grad_norm", "tokens_per_s")]
-    ctx.catalog.record_metrics(ctx.run_id, rows)
+    ctx.catalog.record_metrics(ctx.run_id, rows, seed=tcfg.seed)
     return manifest
 
 
@@ -336,7 +336,7 @@ def evaluate_task(ctx: RunContext, tok: dict[str, Any], trained: dict[str, Any]
     rows += [(f"heldout/{src}", "bpb", r["bpb"]) for src, r in sorted(res["by_source"].items())]
     for name, r in sorted(res.get("tasks", {}).items()):
         rows += [(name, m, r[m]) for m in ("acc", "acc_norm", "acc_centred", "items")]
-    ctx.catalog.record_evals(ctx.run_id, ckpt, rows)
+    ctx.catalog.record_evals(ctx.run_id, ckpt, rows, seed=trained["config"]["seed"])
     return manifest
 
 
@@ -391,9 +391,11 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
             tok = tokenize_task(ctx, m)
         if last >= 4:
             dask_engine.release_local()  # CPU stages are done; give the cores to training
-            trained = train_task(ctx, tok)
+            # one proxy per seed, each its own content-addressed stage (shared across recipes)
+            trained = [train_task(ctx, tok, c) for c in recipe.train_config().per_seed()]
         if last >= 5:
-            evaluate_task(ctx, tok, trained)
+            for t in trained:
+                evaluate_task(ctx, tok, t)
     except BaseException as e:
         ctx.catalog.finish_run(ctx.run_id, "failed", error=f"{type(e).__name__}: {e}")
         raise

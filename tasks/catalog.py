@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS metrics (
   run_id VARCHAR, step BIGINT, name VARCHAR, value DOUBLE);
 CREATE TABLE IF NOT EXISTS evals (
   run_id VARCHAR, checkpoint VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE);
+ALTER TABLE metrics ADD COLUMN IF NOT EXISTS seed BIGINT;
+ALTER TABLE evals ADD COLUMN IF NOT EXISTS seed BIGINT;
 CREATE TABLE IF NOT EXISTS decisions (
   decided_at TIMESTAMPTZ, run_a VARCHAR, run_b VARCHAR, task VARCHAR, metric VARCHAR,
   a DOUBLE, b DOUBLE, diff DOUBLE, ci_low DOUBLE, ci_high DOUBLE, mde DOUBLE, items BIGINT,
@@ -89,18 +91,22 @@ class Catalog:
             if rows:
                 con.executemany("INSERT INTO rejections VALUES (?, ?, ?, ?, ?)", rows)
 
-    def record_metrics(self, run_id: str, rows: list[tuple[int, str, float]]) -> None:
+    def record_metrics(self, run_id: str, rows: list[tuple[int, str, float]],
+                       seed: int = 0) -> None:
         if rows:
             with self.connect() as con:
-                con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)",
-                                [[run_id, s, n, v] for s, n, v in rows])
+                con.executemany(
+                    "INSERT INTO metrics (run_id, step, name, value, seed) VALUES (?, ?, ?, ?, ?)",
+                    [[run_id, s, n, v, seed] for s, n, v in rows])
 
     def record_evals(self, run_id: str, checkpoint: str,
-                     rows: list[tuple[str, str, float]]) -> None:
+                     rows: list[tuple[str, str, float]], seed: int = 0) -> None:
         if rows:
             with self.connect() as con:
-                con.executemany("INSERT INTO evals VALUES (?, ?, ?, ?, ?)",
-                                [[run_id, checkpoint, t, m, v] for t, m, v in rows])
+                con.executemany(
+                    "INSERT INTO evals (run_id, checkpoint, task, metric, value, seed) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [[run_id, checkpoint, t, m, v, seed] for t, m, v in rows])
 
     def record_decisions(self, run_a: str, run_b: str, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -143,10 +149,11 @@ class Catalog:
                 "SELECT stage, rule, docs, docs_alone FROM rejections WHERE run_id = ? "
                 "ORDER BY rowid", [run_id]))
             metrics = _dicts(con.execute(
-                "SELECT step, name, value FROM metrics WHERE run_id = ? ORDER BY step, name",
+                "SELECT seed, step, name, value FROM metrics WHERE run_id = ? "
+                "ORDER BY seed, step, name",
                 [run_id]))
             evals = _dicts(con.execute(
-                "SELECT checkpoint, task, metric, value FROM evals WHERE run_id = ? "
+                "SELECT seed, checkpoint, task, metric, value FROM evals WHERE run_id = ? "
                 "ORDER BY rowid", [run_id]))
         return {**head[0], "stages": stages, "rejections": rejections, "metrics": metrics,
                 "evals": evals}

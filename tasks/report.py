@@ -26,8 +26,8 @@ def funnel_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def eval_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"task": e["task"], "metric": e["metric"], "value": round(e["value"], 4)}
-            for e in run["evals"]]
+    return [{"seed": e.get("seed", 0), "task": e["task"], "metric": e["metric"],
+             "value": round(e["value"], 4)} for e in run["evals"]]
 
 
 def _md_table(rows: list[dict[str, Any]]) -> str:
@@ -51,8 +51,11 @@ def markdown_summary(run: dict[str, Any]) -> str:
 
 
 def loss_curve_png(metrics: list[dict[str, Any]]) -> bytes | None:
-    pts = [(m["step"], m["value"]) for m in metrics if m["name"] == "loss"]
-    if not pts:
+    curves: dict[int, list[tuple[int, float]]] = {}
+    for m in metrics:
+        if m["name"] == "loss":
+            curves.setdefault(m.get("seed") or 0, []).append((m["step"], m["value"]))
+    if not curves:
         return None
     import matplotlib
 
@@ -60,7 +63,10 @@ def loss_curve_png(metrics: list[dict[str, Any]]) -> bytes | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#2563eb")
+    for seed, pts in sorted(curves.items()):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"seed {seed}")
+    if len(curves) > 1:
+        ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (nats/token)")
     ax.grid(alpha=0.3)

@@ -63,7 +63,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Fields that change what is logged or saved, not the weights: a resumed run may use other values
 # (say, checkpoint more often after a crash) and still continue the same trajectory.
-BOOKKEEPING_FIELDS = frozenset({"log_every", "checkpoint_every", "keep_checkpoints", "peak_flops"})
+BOOKKEEPING_FIELDS = frozenset(
+    {"log_every", "checkpoint_every", "keep_checkpoints", "peak_flops", "seeds"})
 
 # Dense bf16 peak FLOP/s by CUDA device name (first substring match wins), for MFU.
 PEAK_BF16_FLOPS: list[tuple[str, float]] = [
@@ -94,6 +95,9 @@ class TrainConfig(BaseModel):
     dtype: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto = bf16 autocast on cuda, else fp32")
     compile: bool = Field(False, description="torch.compile the model")
+    seeds: list[int] = Field(
+        default_factory=list,
+        description="train one proxy per seed (seed noise for comparisons); empty = [seed]")
     checkpoint_every: int = Field(
         0, ge=0, description="steps between resumable checkpoints (checkpoints/step-N/, and the "
         "last step); 0 = none, only the final checkpoint/")
@@ -115,6 +119,11 @@ class TrainConfig(BaseModel):
 
     def total_steps(self, seq_len: int) -> int:
         return max(1, self.max_tokens // self.tokens_per_step(seq_len))
+
+    def per_seed(self) -> list[TrainConfig]:
+        """One config per proxy to train: ``seeds`` expanded into ``seed``."""
+        return [self.model_copy(update={"seed": s, "seeds": []})
+                for s in (self.seeds or [self.seed])]
 
     def trajectory(self) -> dict[str, Any]:
         """The fields that decide the trained weights: a run may only resume if these match."""

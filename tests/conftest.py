@@ -57,7 +57,8 @@ def _engines() -> Iterator[None]:
     ray_engine.shutdown()
 
 
-def _write_recipe(path: Path, inputs: Path, data_root: Path, **filter_overrides: Any) -> Path:
+def _write_recipe(path: Path, inputs: Path, data_root: Path, seeds: list[int] | None = None,
+                  **filter_overrides: Any) -> Path:
     recipe = {
         "name": "slice",
         "data_root": str(data_root),
@@ -72,6 +73,8 @@ def _write_recipe(path: Path, inputs: Path, data_root: Path, **filter_overrides:
             "evaluate": {"batch_size": 16, "max_docs": 20},
         },
     }
+    if seeds is not None:
+        recipe["stages"]["train"]["seeds"] = seeds
     path.write_text(yaml.safe_dump(recipe))
     return path
 

@@ -233,3 +233,29 @@ def test_multiple_choice_tasks_and_compare(first_run: dict[str, Any]) -> None:
     con = duckdb.connect(str(first_run["root"] / "catalog.duckdb"), read_only=True)
     assert con.execute("select count(*) from decisions").fetchone()[0] == len(rows)
     con.close()
+
+
+def test_multi_seed_shares_seed_zero_and_compare_uses_seeds(
+    first_run: dict[str, Any], sample_slice: Path, write_recipe: Any
+) -> None:
+    from flows.pipeline import run_recipe
+
+    recipe = write_recipe(first_run["tmp"] / "seeds.yaml", sample_slice, first_run["root"],
+                          seeds=[0, 1])
+    summary = run_recipe(str(recipe))
+    trains = [s for s in summary["stages"] if s["stage"] == "train"]
+    evals = [s for s in summary["stages"] if s["stage"] == "evaluate"]
+    assert len(trains) == 2 and len(evals) == 2
+    first_train = stages_of(first_run["summary"])["train"]
+    assert trains[0]["version"] == first_train["version"] and trains[0]["cached"]
+    assert trains[1]["version"] != first_train["version"] and not trains[1]["cached"]
+    run = Catalog(first_run["root"] / "catalog.duckdb").show(summary["run_id"])
+    assert {e["seed"] for e in run["evals"]} == {0, 1}
+    assert {m["seed"] for m in run["metrics"]} == {0, 1}
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "compare",
+                          first_run["summary"]["run_id"], summary["run_id"], "--json", "--boot",
+                          "200", "--data-root", str(first_run["root"])],
+                         capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout)
+    bpb = next(r for r in rows if r["task"] == "heldout" and r["metric"] == "bpb")
+    assert bpb["seeds"] == 2 and bpb["ci_low"] <= bpb["diff"] <= bpb["ci_high"]
