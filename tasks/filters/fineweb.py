@@ -38,9 +38,9 @@ Deliberate differences from datatrove: datatrove splits on ``"\\n"`` and counts 
 skipped throughout, so the decision does not depend on whether an extractor separates paragraphs
 with one line break or two. Trailing whitespace (and a ``"\\r"``) does not hide a line's final
 punctuation. Terminal punctuation covers other scripts (datatrove: ``. ' " ! ?``). Words are
-whitespace tokens rather than NLTK tokens (NLTK also counts punctuation marks, so datatrove's
-ratio is a little lower). The paper gives 0.1 for the duplicate-character threshold; datatrove's
-code (and FineWeb) uses 0.01, the default here.
+whitespace tokens rather than the tokens of datatrove's word tokenizer (NLTK or spaCy, which also
+count punctuation marks, so datatrove's ratio is a little lower). The paper gives 0.1 for the
+duplicate-character threshold; datatrove's code (and FineWeb) uses 0.01, the default here.
 """
 
 from __future__ import annotations
@@ -58,27 +58,48 @@ from tasks.filters.base import FilterConfig
 NAME = "fineweb_quality"
 SCORE_VERSION = 1
 
-STATS: tuple[str, ...] = ("line_punct_ratio", "short_line_ratio", "char_dup_ratio", "new_line_ratio")
+STATS: tuple[str, ...] = (
+    "line_punct_ratio",
+    "short_line_ratio",
+    "char_dup_ratio",
+    "new_line_ratio",
+)
 SCORE_SCHEMA = pa.schema([pa.field(f"{NAME}_{s}", pa.float32()) for s in STATS])
 
 
 class Config(FilterConfig):
-    """FineWeb's published thresholds; ``terminal_punct``, ``short_line_length`` and
-    ``no_space_langs`` change the scores."""
+    """FineWeb's published thresholds (Penedo et al. 2024) with datatrove's comparisons."""
 
     SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"terminal_punct", "short_line_length", "no_space_langs"}
     )
 
-    min_line_punct_ratio: float = Field(0.12, ge=0)  # reject when <=
-    line_punct_exclude_zero: bool = False  # True: a ratio of exactly 0 is not rejected
-    max_short_line_ratio: float = Field(0.67, ge=0)  # reject when >=
-    max_char_dup_ratio: float = Field(0.01, ge=0)  # reject when >=
-    max_new_line_ratio: float = Field(0.3, ge=0)  # reject when >
+    min_line_punct_ratio: float = Field(
+        0.12, ge=0, description="reject when lines ending in terminal punctuation / lines <= this"
+    )
+    line_punct_exclude_zero: bool = Field(
+        False, description="keep documents with no punctuated line at all"
+    )
+    max_short_line_ratio: float = Field(
+        0.67, ge=0, description="reject when short lines / lines >= this"
+    )
+    max_char_dup_ratio: float = Field(
+        0.01, ge=0, description="reject when characters in duplicate lines / characters >= this"
+    )
+    max_new_line_ratio: float = Field(
+        0.3, ge=0, description="reject when line breaks / words > this"
+    )
 
-    short_line_length: int = Field(30, ge=0)
-    terminal_punct: str = Field(tx.TERMINAL_PUNCT + "…", min_length=1)
-    no_space_langs: list[str] = Field(default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS))
+    short_line_length: int = Field(
+        30, ge=0, description="a line of at most this many characters is short (score)"
+    )
+    terminal_punct: str = Field(
+        tx.TERMINAL_PUNCT + "…", min_length=1, description="characters that end a line (score)"
+    )
+    no_space_langs: list[str] = Field(
+        default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS),
+        description="languages written without spaces: new_line_ratio null (score)",
+    )
 
 
 # --------------------------------------------------------------------------- score

@@ -1,0 +1,276 @@
+"""C4 quality filter, document-level decisions (Raffel et al. 2020, "Exploring the Limits of
+Transfer Learning", section 2.2; rules and defaults as in datatrove's ``C4QualityFilter`` and
+the TFDS ``c4_utils`` it follows).
+
+C4 both EDITS documents (drops the lines its line rules reject) and rejects documents. This
+module only scores and rejects: it never rewrites ``text``. The line-editing modifier is out of
+scope here; instead the scores count the lines the line rules WOULD remove, and the sentence
+count is taken over the lines they would keep, so ``min_sentences`` decides exactly as C4 does
+after its line edits.
+
+Line rules (a *line* is a non-blank line of ``str.splitlines()``, stripped; a line is *flagged*
+when any enabled rule removes it):
+
+- ``max_word_length``: a whitespace token longer than 1000 characters.
+- ``filter_no_terminal_punct``: after removing Wikipedia-style citation marks (``[1]``,
+  ``[edit]``, ``[citation needed]``, when ``remove_citations``), the line does not end in
+  terminal punctuation (``Config.terminal_punct``: ``. ! ? " '``, typographic closing quotes,
+  and the full stops / question / exclamation marks of other scripts such as CJK ``。 ！ ？``),
+  or it ends in an ellipsis (``...`` / ``…``).
+- ``min_words_per_line``: fewer than 3 whitespace tokens.
+- ``filter_javascript``: the lowercased line contains ``javascript``.
+- ``filter_policy``: the lowercased line contains a ``policy_substrings`` phrase (terms of use,
+  privacy policy, cookie notices).
+
+For a language in ``no_space_langs`` (scripts written without spaces) whitespace tokens are not
+words, so the two word rules (``min_words_per_line``, ``max_word_length``) do not flag lines;
+the punctuation, javascript and policy rules still do.
+
+Sentences: a kept line has 1 + (number of sentence boundaries inside it) sentences. A boundary
+is a run of sentence-ending marks (``. ! ? …`` and other scripts' ``؟ । ։ ።`` ...) followed by
+optional closing quotes/brackets, whitespace and a character that is not a lowercase letter; a
+period right after a one-character word (``J. R. R. Tolkien``, ``e.g.``, ``U.S.``) is not a
+boundary. CJK full stops (``。 ！ ？ ． ｡``) end a sentence wherever they are followed by more
+text, space or not.
+
+Score columns (``c4_quality_<stat>``):
+
+- ``n_sentences`` (int32): sentences in the lines the line rules keep.
+- ``lorem_ipsum`` (bool): the lowercased text contains ``lorem ipsum``.
+- ``curly_bracket`` (bool): the text contains ``{``.
+- ``lines_flagged`` (int32): lines the line rules would remove.
+- ``lines_total`` (int32): lines.
+
+Rules, in order: ``lorem_ipsum``, ``curly_bracket`` (``filter_curly_bracket`` turns it off:
+code documentation trips it), ``all_lines_flagged`` (every line would be removed, including a
+text without lines), ``min_sentences`` (fewer than 5). A rule that is switched off is null (does
+not apply).
+
+Deliberate differences from datatrove: ``lorem ipsum`` and ``{`` are searched in the whole text
+(datatrove only looks at lines that survived the earlier line rules); blank lines are not lines
+(datatrove counts them, always flagged for lacking punctuation); the sentence splitter is the
+rule above rather than NLTK's English Punkt model (which is not language-aware and needs a
+download); terminal punctuation covers other scripts; a line is stripped again after citation
+removal (``"Done. [1]"`` ends in ``.``); ``…`` is an ellipsis like ``...``. The C4 bad-words
+rule is not part of this filter.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from tasks.filters import text as tx
+from tasks.filters.base import FilterConfig
+
+NAME = "c4_quality"
+SCORE_VERSION = 1
+
+SCORE_SCHEMA = pa.schema(
+    [
+        pa.field(f"{NAME}_n_sentences", pa.int32()),
+        pa.field(f"{NAME}_lorem_ipsum", pa.bool_()),
+        pa.field(f"{NAME}_curly_bracket", pa.bool_()),
+        pa.field(f"{NAME}_lines_flagged", pa.int32()),
+        pa.field(f"{NAME}_lines_total", pa.int32()),
+    ]
+)
+
+POLICY_SUBSTRINGS: tuple[str, ...] = (
+    "terms of use",
+    "privacy policy",
+    "cookie policy",
+    "uses cookies",
+    "use of cookies",
+    "use cookies",
+)
+_CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
+# sentence ends that need a following space (Latin & co.) / that do not (CJK)
+_SPACED_ENDS = "".join(c for c in tx.SENTENCE_END + "…" if c not in "。！？．｡")
+_CJK_ENDS = "。！？．｡"
+
+
+class Config(FilterConfig):
+    """C4's published rules and defaults, document-level (no line editing)."""
+
+    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "remove_citations",
+            "filter_no_terminal_punct",
+            "min_words_per_line",
+            "max_word_length",
+            "filter_javascript",
+            "filter_policy",
+            "policy_substrings",
+            "terminal_punct",
+            "no_space_langs",
+        }
+    )
+
+    # document rules (thresholds)
+    min_sentences: int = Field(
+        5, ge=0, description="reject when the kept lines hold fewer sentences; 0 = off"
+    )
+    filter_lorem_ipsum: bool = Field(True, description='reject text containing "lorem ipsum"')
+    filter_curly_bracket: bool = Field(
+        True, description='reject text containing "{" (trips on code documentation)'
+    )
+    filter_all_lines_flagged: bool = Field(
+        True, description="reject when the line rules would remove every line"
+    )
+
+    # line rules (scores)
+    remove_citations: bool = Field(
+        True, description="ignore [1], [edit], [citation needed] at line ends (score)"
+    )
+    filter_no_terminal_punct: bool = Field(
+        True, description="flag lines not ending in terminal punctuation, or in an ellipsis (score)"
+    )
+    min_words_per_line: int = Field(
+        3, ge=0, description="flag lines with fewer whitespace tokens; 0 = off (score)"
+    )
+    max_word_length: int | None = Field(
+        1000, ge=1, description="flag lines with a longer token; null = off (score)"
+    )
+    filter_javascript: bool = Field(True, description='flag lines mentioning "javascript" (score)')
+    filter_policy: bool = Field(
+        True, description="flag lines containing a policy_substrings phrase (score)"
+    )
+    policy_substrings: list[str] = Field(
+        default_factory=lambda: list(POLICY_SUBSTRINGS),
+        description="cookie / privacy / terms-of-use phrases, matched lowercased (score)",
+    )
+    terminal_punct: str = Field(
+        tx.TERMINAL_PUNCT, min_length=1, description="characters that end a line (score)"
+    )
+    no_space_langs: list[str] = Field(
+        default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS),
+        description="languages written without spaces: the two word rules are off (score)",
+    )
+
+
+# --------------------------------------------------------------------------- sentences
+
+
+@functools.cache
+def _boundary_re() -> re.Pattern[str]:
+    """Sentence boundaries INSIDE a stripped line (the line's end is not matched)."""
+    lower = tx.char_class(("Ll",))
+    ends = re.escape(_SPACED_ENDS)
+    other = re.escape(_SPACED_ENDS.replace(".", ""))
+    closers = re.escape(tx.CLOSERS)
+    cjk = re.escape(_CJK_ENDS)
+    # A match starts only at the first mark of a run (the lookbehinds) and never backtracks
+    # (possessive quantifiers), so long runs of dots stay linear.
+    spaced = rf"(?<![{ends}])(?:(?<!\b\w)\.|[{other}])[{ends}]*+[{closers}]*+\s++(?!{lower})"
+    unspaced = rf"(?<![{cjk}])[{cjk}]++[{closers}]*+(?!$)"  # "。次"
+    return re.compile(f"{spaced}|{unspaced}")
+
+
+def count_sentences(line: str) -> int:
+    """Sentences in one stripped, non-empty line (see the module docstring)."""
+    return 1 + len(_boundary_re().findall(line))
+
+
+# --------------------------------------------------------------------------- score
+
+
+def score(table: pa.Table, config: FilterConfig) -> pa.Table:
+    """One row of ``c4_quality_*`` columns per input row, same order."""
+    if not isinstance(config, Config):
+        raise TypeError(f"{NAME}.score needs a {__name__}.Config, got {type(config).__name__}")
+    c = config
+    texts, langs = tx.texts_and_langs(table)
+    is_no_space = tx.NoSpaceLangs(c.no_space_langs)
+    boundaries = _boundary_re().findall
+    terminal = tuple(c.terminal_punct)
+    policy = [p.lower() for p in c.policy_substrings if p] if c.filter_policy else []
+    policy_search = re.compile("|".join(map(re.escape, policy))).search if policy else None
+    long_word = c.max_word_length
+    min_words = c.min_words_per_line
+    check_punct = c.filter_no_terminal_punct
+    cite = c.remove_citations
+
+    n_sentences: list[int] = []
+    lorem: list[bool] = []
+    curly: list[bool] = []
+    flagged: list[int] = []
+    total: list[int] = []
+    for text, lang in zip(texts, langs, strict=True):
+        text = text or ""
+        low = text.lower()
+        lorem.append("lorem ipsum" in low)
+        curly.append("{" in text)
+        lines = list(filter(None, map(str.strip, text.splitlines())))
+        total.append(len(lines))
+
+        # document-level pre-checks: per-line tests run only when the document can fail them
+        word_rules = not is_no_space(lang)
+        check_long = (
+            word_rules
+            and long_word is not None
+            and len(text) > long_word
+            and max(map(len, text.split()), default=0) > long_word
+        )
+        check_words = word_rules and min_words > 0
+        check_js = c.filter_javascript and "javascript" in low
+        check_policy = policy_search is not None and policy_search(low) is not None
+
+        n_flagged = n_sent = 0
+        for line in lines:
+            if check_punct:
+                end = line
+                if cite and end.endswith("]"):
+                    end = _CITATION.sub("", end).rstrip()
+                if not end.endswith(terminal) or end.endswith(tx.ELLIPSES):
+                    n_flagged += 1
+                    continue
+            if check_words or check_long:
+                tokens = line.split()
+                if (check_words and len(tokens) < min_words) or (
+                    check_long and max(map(len, tokens)) > long_word
+                ):
+                    n_flagged += 1
+                    continue
+            if check_js or check_policy:
+                line_low = line.lower()
+                if (check_js and "javascript" in line_low) or (
+                    check_policy and policy_search(line_low) is not None
+                ):
+                    n_flagged += 1
+                    continue
+            n_sent += 1 + len(boundaries(line))
+        n_sentences.append(n_sent)
+        flagged.append(n_flagged)
+
+    columns = (n_sentences, lorem, curly, flagged, total)
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, SCORE_SCHEMA, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def rules(scores: pa.Table, config: FilterConfig) -> dict[str, pa.Array]:
+    """rule name -> BooleanArray, True where the document FAILS; a switched-off rule is null."""
+    if not isinstance(config, Config):
+        raise TypeError(f"{NAME}.rules needs a {__name__}.Config, got {type(config).__name__}")
+    c = config
+    n = scores.num_rows
+    lorem = tx.column(scores, f"{NAME}_lorem_ipsum")
+    curly = tx.column(scores, f"{NAME}_curly_bracket")
+    flagged = tx.column(scores, f"{NAME}_lines_flagged")
+    total = tx.column(scores, f"{NAME}_lines_total")
+    return {
+        f"{NAME}.lorem_ipsum": lorem if c.filter_lorem_ipsum else tx.not_applicable(n),
+        f"{NAME}.curly_bracket": curly if c.filter_curly_bracket else tx.not_applicable(n),
+        f"{NAME}.all_lines_flagged": (
+            pc.equal(flagged, total) if c.filter_all_lines_flagged else tx.not_applicable(n)
+        ),
+        f"{NAME}.min_sentences": tx.lt(tx.column(scores, f"{NAME}_n_sentences"), c.min_sentences),
+    }
