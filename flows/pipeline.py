@@ -31,7 +31,14 @@ from tasks.catalog import Catalog
 from tasks.filters import dedup
 from tasks.filters.base import get_filter
 from tasks.recipe import STAGES, Recipe, load_recipe
-from tasks.store import StageDir, merge_counts, run_marked, version_of, write_parquet
+from tasks.store import (
+    StageDir,
+    file_sha256,
+    merge_counts,
+    run_marked,
+    version_of,
+    write_parquet,
+)
 
 
 class AccountingError(RuntimeError):
@@ -114,6 +121,16 @@ def ingest_task(ctx: RunContext) -> dict[str, Any]:
     inp, cfg = ctx.recipe.input, ctx.recipe.stages.ingest
     files = ingest.expand_inputs(inp.paths)
     prints = [ingest.fingerprint(f) for f in files]
+    if cfg.incremental:
+        # deltas: only files whose content this recipe has not consumed before
+        for p in prints:
+            p["sha256"] = file_sha256(Path(p["path"]))
+        seen = ctx.catalog.consumed_hashes(ctx.recipe.name)
+        skipped = [p for p in prints if p["sha256"] in seen]
+        prints = [p for p in prints if p["sha256"] not in seen]
+        files = [Path(p["path"]) for p in prints]
+        get_run_logger().info("incremental ingest: %d new file(s), %d consumed before",
+                              len(prints), len(skipped))
     config = {"input": inp.model_dump(exclude={"paths"}), "ingest": cfg.model_dump()}
     inputs = [f"{p['path']}:{p['size']}:{p['mtime_ns']}" for p in prints]
 
@@ -123,11 +140,14 @@ def ingest_task(ctx: RunContext) -> dict[str, Any]:
         stats = _sharded(sd, ingest.ingest_file, jobs, "ingest")
         kept = sorted(sd.rel(sd.path / k) for s in stats for k in s["kept"])
         return {**merge_counts(stats), "files": prints,
-                "quarantined": sum(s["quarantined"] for s in stats),
+                "quarantined": sum(s.get("quarantined", 0) for s in stats),
                 "outputs": {"kept": kept,
                             "quarantine": sd.rel(sd.path / "quarantine")}}
 
-    return run_stage(ctx, "ingest", config, inputs, compute)
+    manifest = run_stage(ctx, "ingest", config, inputs, compute)
+    if cfg.incremental:
+        ctx.catalog.record_inputs(ctx.run_id, ctx.recipe.name, manifest["version"], prints)
+    return manifest
 
 
 @task(name="rewrite", cache_policy=NO_CACHE)
@@ -383,6 +403,9 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
     last = STAGES.index(until) if until else len(STAGES) - 1
     try:
         m = ingest_task(ctx)
+        if ctx.recipe.stages.ingest.incremental and m["docs_in"] == 0:
+            log.info("nothing to do: no new input files for recipe %s", recipe.name)
+            last = 0
         if last >= 1:
             m = rewrite_task(ctx, m)
         if last >= 2:

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS evals (
   run_id VARCHAR, checkpoint VARCHAR, task VARCHAR, metric VARCHAR, value DOUBLE);
 ALTER TABLE metrics ADD COLUMN IF NOT EXISTS seed BIGINT;
 ALTER TABLE evals ADD COLUMN IF NOT EXISTS seed BIGINT;
+CREATE TABLE IF NOT EXISTS inputs (
+  run_id VARCHAR, recipe VARCHAR, ingest_version VARCHAR, path VARCHAR, size BIGINT,
+  mtime_ns BIGINT, sha256 VARCHAR, consumed_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS decisions (
   decided_at TIMESTAMPTZ, run_a VARCHAR, run_b VARCHAR, task VARCHAR, metric VARCHAR,
   a DOUBLE, b DOUBLE, diff DOUBLE, ci_low DOUBLE, ci_high DOUBLE, mde DOUBLE, items BIGINT,
@@ -116,6 +119,25 @@ class Catalog:
                     [[now(), run_a, run_b, r["task"], r["metric"], r["a"], r["b"], r["diff"],
                       r["ci_low"], r["ci_high"], r["mde"], r["items"], r["seeds"],
                       r["verdict"]] for r in rows])
+
+    def record_inputs(self, run_id: str, recipe: str, ingest_version: str,
+                      files: list[dict[str, Any]]) -> None:
+        """The input files an incremental ingest consumed (its deltas' memory)."""
+        if files:
+            with self.connect() as con:
+                con.executemany("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [[run_id, recipe, ingest_version, f["path"], f["size"],
+                                  f["mtime_ns"], f["sha256"], now()] for f in files])
+
+    def consumed_hashes(self, recipe: str) -> set[str]:
+        if not self.path.exists():
+            return set()
+        with self.connect() as con:
+            # only runs that finished: a crashed run's files are taken again
+            rows = con.execute(
+                "SELECT DISTINCT i.sha256 FROM inputs i JOIN runs r USING (run_id) "
+                "WHERE i.recipe = ? AND r.status = 'completed'", [recipe]).fetchall()
+        return {r[0] for r in rows}
 
     # --- reads ---
     def runs(self) -> list[dict[str, Any]]:

@@ -51,6 +51,8 @@ class IngestConfig(Strict):
     row_group_bytes: int = Field(32 * 2**20, gt=0, description="text bytes per Parquet row group")
     max_doc_chars: int = Field(1_000_000, gt=0, description="longer documents are rejected")
     min_doc_chars: int = Field(1, ge=0, description="shorter documents are rejected")
+    incremental: bool = Field(False, description="take only input files (by content hash) "
+                              "this recipe has not consumed in a completed run: deltas")
 
 
 class RewriteConfig(Strict):

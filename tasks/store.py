@@ -131,3 +131,12 @@ def run_marked(marker: str, fn: Any, *args: Any) -> dict[str, Any]:
     stats = fn(*args)
     atomic_write_json(Path(marker), stats)
     return stats
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Content hash of a file, streamed (never the whole file in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -259,3 +259,35 @@ def test_multi_seed_shares_seed_zero_and_compare_uses_seeds(
     rows = json.loads(out.stdout)
     bpb = next(r for r in rows if r["task"] == "heldout" and r["metric"] == "bpb")
     assert bpb["seeds"] == 2 and bpb["ci_low"] <= bpb["diff"] <= bpb["ci_high"]
+
+
+def test_incremental_ingest_takes_only_new_files(
+    prefect_harness: None, sample_lines: list[str], tmp_path: Path, write_recipe: Any
+) -> None:
+    import yaml
+
+    from flows.pipeline import run_recipe
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "day1.jsonl").write_text("\n".join(sample_lines[0:600:3]) + "\n")
+    recipe = write_recipe(tmp_path / "inc.yaml", inbox / "*.jsonl", tmp_path / "root")
+    raw = yaml.safe_load(recipe.read_text())
+    raw["stages"]["ingest"]["incremental"] = True
+    recipe.write_text(yaml.safe_dump(raw))
+
+    first = stages_of(run_recipe(str(recipe), until="filter"))
+    assert first["ingest"]["docs_in"] == 200
+    again = run_recipe(str(recipe), until="filter")  # same files: nothing to do
+    assert again["status"] == "completed"
+    assert [s["stage"] for s in again["stages"]] == ["ingest"]
+    assert again["stages"][0]["docs_in"] == 0
+    (inbox / "day2.jsonl").write_text("\n".join(sample_lines[1:300:3]) + "\n")
+    delta = stages_of(run_recipe(str(recipe), until="filter"))
+    assert delta["ingest"]["docs_in"] == 100  # day 2 only
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "root" / "catalog.duckdb"), read_only=True)
+    paths = [r[0] for r in con.execute("select path from inputs order by consumed_at").fetchall()]
+    con.close()
+    assert [Path(p).name for p in paths] == ["day1.jsonl", "day2.jsonl"]
