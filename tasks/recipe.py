@@ -56,9 +56,17 @@ class IngestConfig(Strict):
 
 
 class RewriteConfig(Strict):
-    # The LLM backends (OpenAI-compatible HTTP, local models on Ray) plug in here; "identity"
-    # copies text unchanged and exercises the stage's per-shard path.
-    backend: Literal["identity"] = Field("identity", description="the rewriting backend")
+    """``identity`` copies text; ``noise`` is the noise lab (tasks/noise.py): it corrupts a
+    fraction of documents on purpose and marks them in a ``noise`` column, to test that the
+    evaluation detects a planted effect and to measure filters."""
+
+    backend: Literal["identity", "noise"] = Field("identity", description="the rewriting backend")
+    fraction: float = Field(0.5, ge=0, le=1, description="noise: share of documents noised")
+    intensity: float = Field(0.1, ge=0, le=1, description="noise: per-word/per-line probability")
+    kinds: list[Literal["typos", "word_drop", "boilerplate", "entity_swap"]] = Field(
+        default_factory=lambda: ["typos", "word_drop", "boilerplate", "entity_swap"],
+        description="noise: static kinds and the dynamic entity_swap")
+    seed: int = Field(0, description="noise: which documents, which errors")
 
 
 class ExactDedupConfig(Strict):

@@ -23,20 +23,49 @@ from tasks.store import write_parquet
 class Rewriter(Protocol):
     name: str
 
-    def rewrite(self, texts: list[str]) -> list[str | None]: ...
+    def rewrite(self, ids: list[str], texts: list[str]) -> list[str | None]: ...
+
+    def annotations(self) -> dict[str, pa.Array]:
+        """Extra columns for the last batch (e.g. which documents were noised)."""
+        ...
 
 
 class IdentityRewriter:
     name = "identity"
 
-    def rewrite(self, texts: list[str]) -> list[str | None]:
+    def rewrite(self, ids: list[str], texts: list[str]) -> list[str | None]:
         return list(texts)
+
+    def annotations(self) -> dict[str, pa.Array]:
+        return {}
+
+
+class NoiseRewriter:
+    """The noise lab as a rewriting backend: see tasks/noise.py."""
+
+    name = "noise"
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self._marks: list[str | None] = []
+
+    def rewrite(self, ids: list[str], texts: list[str]) -> list[str | None]:
+        from tasks.noise import inject
+
+        out, self._marks = inject(ids, texts, self.cfg["fraction"], self.cfg["intensity"],
+                                  self.cfg["kinds"], self.cfg["seed"])
+        return list(out)
+
+    def annotations(self) -> dict[str, pa.Array]:
+        return {"noise": pa.array(self._marks, pa.string())}
 
 
 def get_rewriter(cfg: dict[str, Any]) -> Rewriter:
     backend = cfg.get("backend", "identity")
     if backend == "identity":
         return IdentityRewriter()
+    if backend == "noise":
+        return NoiseRewriter(cfg)
     raise ValueError(f"unknown rewrite backend {backend!r}")
 
 
@@ -44,7 +73,9 @@ def rewrite_shard(in_path: str, kept_path: str, rejected_path: str,
                   cfg: dict[str, Any]) -> dict[str, Any]:
     rewriter = get_rewriter(cfg)
     t = pq.read_table(in_path)
-    new = rewriter.rewrite(t.column("text").to_pylist())
+    new = rewriter.rewrite(t.column("id").to_pylist(), t.column("text").to_pylist())
+    for name, col in rewriter.annotations().items():
+        t = t.append_column(name, col)
     ok = pa.array([x is not None for x in new])
     kept = t.filter(ok)
     kept = kept.set_column(kept.schema.get_field_index("text"), "text",
