@@ -33,7 +33,6 @@ from tasks.filters.base import get_filter
 from tasks.recipe import STAGES, Recipe, load_recipe
 from tasks.store import (
     StageDir,
-    file_sha256,
     merge_counts,
     run_marked,
     version_of,
@@ -124,7 +123,7 @@ def ingest_task(ctx: RunContext) -> dict[str, Any]:
     if cfg.incremental:
         # deltas: only files whose content this recipe has not consumed before
         for p in prints:
-            p["sha256"] = file_sha256(Path(p["path"]))
+            p["sha256"] = ingest.content_sha256(Path(p["path"]))
         seen = ctx.catalog.consumed_hashes(ctx.recipe.name)
         skipped = [p for p in prints if p["sha256"] in seen]
         prints = [p for p in prints if p["sha256"] not in seen]
@@ -139,12 +138,23 @@ def ingest_task(ctx: RunContext) -> dict[str, Any]:
                 for i, f in enumerate(files)]
         stats = _sharded(sd, ingest.ingest_file, jobs, "ingest")
         kept = sorted(sd.rel(sd.path / k) for s in stats for k in s["kept"])
+        langs: dict[str, int] = {}
+        skipped: dict[str, int] = {}
+        for s in stats:
+            for k, v in s.get("langs", {}).items():
+                langs[k] = langs.get(k, 0) + v
+            for k, v in s.get("skipped", {}).items():
+                skipped[k] = skipped.get(k, 0) + v
         return {**merge_counts(stats), "files": prints,
                 "quarantined": sum(s.get("quarantined", 0) for s in stats),
+                "langs": dict(sorted(langs.items())),  # kept documents per language
+                "skipped": dict(sorted(skipped.items())),  # records that are not documents
                 "outputs": {"kept": kept,
                             "quarantine": sd.rel(sd.path / "quarantine")}}
 
     manifest = run_stage(ctx, "ingest", config, inputs, compute)
+    ctx.catalog.record_metrics(ctx.run_id, [(0, f"ingest.lang.{lang}", float(n))
+                                            for lang, n in manifest.get("langs", {}).items()])
     if cfg.incremental:
         ctx.catalog.record_inputs(ctx.run_id, ctx.recipe.name, manifest["version"], prints)
     return manifest

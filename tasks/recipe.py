@@ -30,9 +30,10 @@ class Strict(BaseModel):
 
 class InputConfig(Strict):
     paths: list[str] = Field(min_length=1, description="globs of input files")
-    format: Literal["auto", "jsonl", "parquet"] = Field(
-        "auto", description="auto: by file extension (.jsonl[.gz], .json[.gz], .parquet)")
-    # contract column -> field name in the input records, e.g. {text: content, id: doc_id}
+    format: Literal["auto", "jsonl", "parquet", "warc", "wet", "html", "text", "hf"] = Field(
+        "auto", description="auto: by extension (.jsonl/.json/.ndjson [.gz/.zst], .parquet, "
+        ".warc[.gz], .warc.wet.gz, .arrow) or, for a folder, hf (has dataset_info.json or "
+        "state.json) else its .html/.htm/.txt files; html / text: only those files")
     fields: dict[str, str] = Field(
         default_factory=dict, description="contract column -> input field, e.g. {text: content}")
 
@@ -53,6 +54,25 @@ class IngestConfig(Strict):
     min_doc_chars: int = Field(1, ge=0, description="shorter documents are rejected")
     incremental: bool = Field(False, description="take only input files (by content hash) "
                               "this recipe has not consumed in a completed run: deltas")
+    max_line_bytes: int = Field(16 * 2**20, gt=0, description="longer JSONL lines and WET / "
+                                ".txt records are skipped unread (quarantined / rejected)")
+    normalize: bool = Field(True, description="ftfy mojibake repair, control characters, "
+                            "\\r\\n -> \\n, trailing spaces")
+    extractor: Literal["trafilatura", "resiliparse"] = Field(
+        "trafilatura", description="HTML -> text: trafilatura (precise) or resiliparse "
+        "(~20x faster)")
+    max_html_bytes: int = Field(4 * 2**20, gt=0, description="larger pages are rejected "
+                                "unparsed (ingest.html_too_large)")
+    max_html_depth: int = Field(1000, gt=0, description="deeper tag nesting is rejected "
+                                "unparsed (ingest.html_too_deep)")
+    lang_id: Literal["off", "missing", "always"] = Field(
+        "missing", description="fastText lid.176 language id: for documents without a lang, "
+        "for all, or never")
+    min_lang_score: float = Field(0.0, ge=0.0, le=1.0, description="documents with a lower "
+                                  "lang_score are rejected (ingest.lang_score)")
+    languages: list[str] | None = Field(None, min_length=1, description="allow-list of "
+                                        "language codes, e.g. [en, fr]; others are rejected "
+                                        "(ingest.language)")
 
 
 class RewriteConfig(Strict):

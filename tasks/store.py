@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 # Bump a stage's number when its code changes what it writes, so old outputs are not reused.
 CODE_VERSIONS = {
-    "ingest": 1,
+    "ingest": 2,  # 2: normalisation, language id, more formats
     "rewrite": 1,
     "score": 1,
     "filter": 1,

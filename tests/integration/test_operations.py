@@ -4,10 +4,12 @@ deployments, `datamill trigger --wait` from the CLI (as CI would), rows in the c
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,21 @@ def _free_port() -> int:
 def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def _check_ui_page(url: str, must_show: list[str]) -> None:
+    """Open the Prefect UI page in headless Chromium, as a person would, and read it."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium not installed (Debian package `chromium`): UI page not checked")
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
+             "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
+    for text in must_show:
+        assert text in dom, f"{text!r} not on {url}"
 
 
 def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: Any) -> None:
@@ -65,6 +82,8 @@ def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: 
         assert f"http://127.0.0.1:{port}/runs/flow-run/" in out.stdout
         runs = Catalog(root / "catalog.duckdb").runs()
         assert len(runs) == 1 and runs[0]["status"] == "completed"
+        url = next(w for w in out.stdout.split() if "/runs/flow-run/" in w)
+        _check_ui_page(url, must_show=[runs[0]["run_id"], "Completed", "datamill-run"])
         # the schedule is registered with the server
         from prefect.client.orchestration import get_client
         from prefect.settings import PREFECT_API_URL, temporary_settings

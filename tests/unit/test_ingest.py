@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -128,3 +129,94 @@ def test_shards_split_by_size_and_rerun_does_not_double(tmp_path: Path) -> None:
 def test_empty_glob_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nothing-\*\.jsonl"):
         expand_inputs([str(tmp_path / "nothing-*.jsonl")])
+
+
+# ----------------------------------------------------------------------------- bad input
+def _lines(n: int) -> bytes:
+    return ("\n".join(json.dumps(d) for d in _docs(n)) + "\n").encode()
+
+
+def test_truncated_zstd_keeps_what_was_read(tmp_path: Path) -> None:
+    import zstandard
+
+    data = zstandard.ZstdCompressor().compress(_lines(3000))
+    src = tmp_path / "cut.jsonl.zst"
+    src.write_bytes(data[: len(data) // 2])  # python-zstandard alone would end silently here
+    stats = ingest_file(str(src), "00000", str(tmp_path / "out"), "auto", {}, CFG)
+    assert 0 < stats["docs_kept"] < 3000
+    q = _read(tmp_path / "out", "quarantine")
+    assert len(q) == 1 and "unreadable stream" in q[0]["error"] and "truncated" in q[0]["error"]
+    assert q[0]["position"] == stats["docs_kept"] + 1  # the first line not read
+    assert stats["docs_in"] == stats["docs_kept"] + stats["docs_rejected"]
+
+
+def test_a_100_mb_line_is_skipped_without_being_held(tmp_path: Path) -> None:
+    import tracemalloc
+
+    src = tmp_path / "huge.jsonl"
+    with open(src, "wb") as fh:
+        fh.write(json.dumps({"id": "before", "text": "fine"}).encode() + b"\n")
+        fh.write(b'{"id": "huge", "text": "')
+        block = b"x" * 2**20
+        for _ in range(100):
+            fh.write(block)
+        fh.write(b'"}\n')
+        fh.write(json.dumps({"id": "after", "text": "fine too"}).encode() + b"\n")
+    tracemalloc.start()
+    try:
+        stats = ingest_file(str(src), "00000", str(tmp_path / "out"), "jsonl", {}, CFG)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * 2**20, peak  # the default max_line_bytes (16 MiB) + a chunk, not 100 MB
+    assert [r["id"] for r in _read(tmp_path / "out", "kept")] == ["before", "after"]
+    q = _read(tmp_path / "out", "quarantine")
+    assert len(q) == 1 and q[0]["position"] == 2 and q[0]["offset"] == len(
+        json.dumps({"id": "before", "text": "fine"})) + 1
+    assert "max_line_bytes" in q[0]["error"] and q[0]["raw"].startswith('{"id": "huge"')
+    assert stats["docs_in"] == 3 and stats["docs_rejected"] == 1
+
+
+def test_empty_inputs_of_every_format(tmp_path: Path) -> None:
+    import io
+
+    import zstandard
+    from warcio.warcwriter import WARCWriter
+
+    (tmp_path / "a.jsonl.zst").write_bytes(b"")
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b""))
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(b""))
+    (tmp_path / "d.jsonl").write_bytes(b"\n\n  \n")
+    (tmp_path / "e.warc.gz").write_bytes(b"")
+    buf = io.BytesIO()
+    WARCWriter(buf, gzip=True)  # a writer that wrote nothing
+    (tmp_path / "f.warc.wet.gz").write_bytes(buf.getvalue())
+    (tmp_path / "g").mkdir()  # an empty folder
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "h.parquet")
+    hf = tmp_path / "i"
+    hf.mkdir()
+    (hf / "dataset_info.json").write_text("{}")
+    with pa.OSFile(str(hf / "data-00000-of-00001.arrow"), "wb") as sink:
+        pa.ipc.new_stream(sink, pa.schema([("text", pa.string())])).close()
+    for i, name in enumerate("abcdefghi"):
+        path = next(tmp_path.glob(f"{name}*"))
+        stats = ingest_file(str(path), f"{i:05d}", str(tmp_path / "out"), "auto", {}, CFG)
+        assert (stats["docs_in"], stats["quarantined"], stats["kept"]) == (0, 0, []), name
+
+
+def test_enormous_and_deeply_nested_html_are_rejected_not_fatal(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    body = "<p>A paragraph that is long enough to be the main content of this page.</p>"
+    (site / "a_ok.html").write_text(f"<html><body><article>{body}</article></body></html>")
+    (site / "b_big.html").write_text("<html><body>" + body * 100_000 + "</body></html>")
+    deep = "<div>" * 200_000 + body + "</div>" * 200_000
+    (site / "c_deep.html").write_text(f"<html><body>{deep}</body></html>")
+    (site / "d_ok.htm").write_text(f"<html><body><article>{body}</article></body></html>")
+    for extractor in ("trafilatura", "resiliparse"):
+        cfg = SimpleNamespace(**{**CFG.model_dump(), "extractor": extractor})
+        out = tmp_path / extractor
+        stats = ingest_file(str(site), "00000", str(out), "html", {}, cfg)
+        assert stats["docs_in"] == 4 and stats["docs_kept"] == 2
+        rej = {json.loads(r["meta"])["path"]: r["reject_reason"] for r in _read(out, "rejected")}
+        assert rej == {"b_big.html": "ingest.html_too_large", "c_deep.html": "ingest.html_too_deep"}
