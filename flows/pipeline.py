@@ -28,7 +28,7 @@ from infra.env import data_root as resolve_data_root
 from tasks import filter as filter_stage
 from tasks import ingest, report, rewrite, tokenize
 from tasks.catalog import Catalog
-from tasks.filters import dedup
+from tasks.filters import dedup, minhash
 from tasks.filters.base import get_filter
 from tasks.recipe import STAGES, Recipe, load_recipe
 from tasks.store import (
@@ -187,16 +187,19 @@ def score_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     fcfg = ctx.recipe.stages.filter
     ded = fcfg.exact_dedup.model_dump() if fcfg.exact_dedup else None
     # only what changes scores goes into this version: thresholds live in the decide step
+    near = fcfg.minhash_dedup
     config = {"filters": {n: {"score_version": get_filter(n).SCORE_VERSION, **c.score_params()}
                           for n, c in fcfg.filters.items()},
-              "exact_dedup": ded}
+              "exact_dedup": ded,
+              "minhash_dedup": ({"score_version": minhash.SCORE_VERSION, **near.score_params()}
+                                if near else None)}
 
     def compute(sd: StageDir) -> dict[str, Any]:
         jobs = []
         for rel in upstream["outputs"]["kept"]:
             k = _shard_key(rel)
             jobs.append((k, (_abs(ctx, rel), str(sd.path / "scored" / f"part-{k}.parquet"),
-                             fcfg.filters, ded)))
+                             fcfg.filters, ded, near)))
         stats = _sharded(sd, filter_stage.score_shard, jobs, "score")
         return {**merge_counts(stats), "outputs": {"kept": [sd.rel(a[1]) for _, a in jobs]}}
 
@@ -211,25 +214,33 @@ def filter_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     def compute(sd: StageDir) -> dict[str, Any]:
         scored = [_abs(ctx, rel) for rel in upstream["outputs"]["kept"]]
         drops: list[list[int] | None] = [None] * len(scored)
-        if fcfg.exact_dedup is not None:
-            # pass 1: hashes of docs passing the rules, from every shard; survivors chosen here
+        near_by_shard: list[Any] = [None] * len(scored)
+        exact, near = fcfg.exact_dedup is not None, fcfg.minhash_dedup is not None
+        if exact or near:
+            # pass 1: keys of docs passing the rules, from every shard; survivors chosen here
             cands = dask_engine.map_shards(
                 filter_stage.dedup_candidates,
-                [(p, i, fcfg.filters) for i, p in enumerate(scored)], "dedup keys")
+                [(p, i, fcfg.filters, exact, near) for i, p in enumerate(scored)], "dedup keys")
             import pyarrow as pa
 
-            dup = dedup.duplicates(pa.concat_tables(cands)) if cands else None
-            drops = [[] for _ in scored]
-            if dup is not None:
+            if exact:
+                dup = dedup.duplicates(pa.concat_tables([c["exact"] for c in cands]))
+                drops = [[] for _ in scored]
                 for s, r in zip(dup.column("shard").to_pylist(), dup.column("row").to_pylist(),
                                 strict=True):
                     drops[s].append(r)
+            if near:
+                cl = minhash.clusters(pa.concat_tables([c["near"] for c in cands]),
+                                      threshold=fcfg.minhash_dedup.threshold)
+                shard_col = cl.column("shard").to_numpy()
+                for i in range(len(scored)):
+                    near_by_shard[i] = cl.filter(pa.array(shard_col == i))
         jobs = []
         for i, p in enumerate(scored):
             k = _shard_key(p)
             jobs.append((k, (p, str(sd.path / "kept" / f"part-{k}.parquet"),
                              str(sd.path / "rejected" / f"part-{k}.parquet"), fcfg.filters,
-                             drops[i])))
+                             drops[i], near_by_shard[i])))
         stats = _sharded(sd, filter_stage.decide_shard, jobs, "filter")
         return {**merge_counts(stats), "outputs": {
             "kept": [sd.rel(a[1]) for _, a in jobs],

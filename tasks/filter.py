@@ -18,14 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.filters import dedup
+from tasks.filters import dedup, minhash
 from tasks.filters.base import FilterConfig, get_filter
 from tasks.schema import DOC_COLUMNS, with_reject
 from tasks.store import write_parquet
 
 
 def score_table(
-    table: pa.Table, filters: Mapping[str, FilterConfig], exact_dedup: Mapping[str, Any] | None
+    table: pa.Table, filters: Mapping[str, FilterConfig], exact_dedup: Mapping[str, Any] | None,
+    near_dedup: FilterConfig | None = None,
 ) -> pa.Table:
     """The input table plus all score columns."""
     out = table
@@ -38,20 +39,24 @@ def score_table(
                              exact_dedup.get("lowercase", True),
                              exact_dedup.get("collapse_whitespace", True))
         out = out.append_column(dedup.HASH_COLUMN, h)
+    if near_dedup is not None:
+        mh = minhash.hash_texts(table.column("text"), near_dedup)
+        for name in mh.column_names:
+            out = out.append_column(name, mh.column(name))
     return out
 
 
 def score_shard(
     in_path: str, out_path: str, filters: Mapping[str, FilterConfig],
-    exact_dedup: Mapping[str, Any] | None,
+    exact_dedup: Mapping[str, Any] | None, near_dedup: FilterConfig | None = None,
 ) -> dict[str, Any]:
     pf = pq.ParquetFile(in_path)
-    tables = [score_table(pa.Table.from_batches([rb]), filters, exact_dedup)
+    tables = [score_table(pa.Table.from_batches([rb]), filters, exact_dedup, near_dedup)
               for rb in pf.iter_batches(batch_size=5_000)]
     if tables:
         t = pa.concat_tables(tables)
     else:  # an empty shard still gets a (typed) scored file
-        t = score_table(pf.schema_arrow.empty_table(), filters, exact_dedup)
+        t = score_table(pf.schema_arrow.empty_table(), filters, exact_dedup, near_dedup)
     write_parquet(t, Path(out_path), row_group_rows=pf.metadata.row_group(0).num_rows
                   if pf.metadata.num_row_groups else None)
     return {"docs_in": len(t), "docs_kept": len(t), "docs_rejected": 0}
@@ -75,25 +80,35 @@ def first_failure(
 
 
 def dedup_candidates(
-    scored_path: str, shard: int, filters: Mapping[str, FilterConfig]
-) -> pa.Table:
-    """Pass 1: (hash, shard, row) of docs that pass every rule."""
-    t = _read_scores(scored_path, filters, with_hash=True)
+    scored_path: str, shard: int, filters: Mapping[str, FilterConfig], exact: bool = True,
+    near: bool = False,
+) -> dict[str, pa.Table]:
+    """Pass 1: for docs that pass every rule, the exact-dedup keys (hash, shard, row) and the
+    near-dedup keys (shard, row, bands, sig) — small columns, never the texts."""
+    t = _read_scores(scored_path, filters, exact, near)
     reason, _ = first_failure(t, filters)
     rows = np.flatnonzero(reason == "")
-    return pa.table({
-        "hash": t.column(dedup.HASH_COLUMN).take(pa.array(rows)),
-        "shard": pa.array(np.full(len(rows), shard, dtype=np.int32)),
-        "row": pa.array(rows.astype(np.int64)),
-    })
+    out: dict[str, pa.Table] = {}
+    if exact:
+        out["exact"] = pa.table({
+            "hash": t.column(dedup.HASH_COLUMN).take(pa.array(rows)),
+            "shard": pa.array(np.full(len(rows), shard, dtype=np.int32)),
+            "row": pa.array(rows.astype(np.int64)),
+        })
+    if near:
+        out["near"] = minhash.candidates(t, shard, rows)
+    return out
 
 
-def _read_scores(path: str, filters: Mapping[str, FilterConfig], with_hash: bool) -> pa.Table:
+def _read_scores(path: str, filters: Mapping[str, FilterConfig], exact: bool,
+                 near: bool = False) -> pa.Table:
     schema = pq.read_schema(path)
     prefixes = tuple(f"{name}_" for name in filters)
     cols = [c for c in schema.names if c.startswith(prefixes) and c not in DOC_COLUMNS]
-    if with_hash:
+    if exact:
         cols.append(dedup.HASH_COLUMN)
+    if near:
+        cols += [minhash.BANDS_COLUMN, minhash.SIG_COLUMN]
     cols.append("lang")
     return pq.read_table(path, columns=cols)
 
@@ -101,9 +116,16 @@ def _read_scores(path: str, filters: Mapping[str, FilterConfig], with_hash: bool
 def decide_shard(
     scored_path: str, kept_path: str, rejected_path: str,
     filters: Mapping[str, FilterConfig], drop_rows: list[int] | None,
+    near: pa.Table | None = None,
 ) -> dict[str, Any]:
-    """Pass 2: apply thresholds (+ the dedup drop list) and write kept / rejected docs."""
+    """Pass 2: apply thresholds (+ the dedup drop lists) and write kept / rejected docs.
+
+    ``near``: this shard's rows of ``minhash.clusters`` (row, cluster_shard, cluster_row,
+    cluster_size, dropped); every doc it covers gets its cluster id and size."""
     t = pq.read_table(scored_path)
+    # the signatures served their purpose in the score step's output; don't copy them on
+    t = t.drop_columns([c for c in (minhash.SIG_COLUMN, minhash.BANDS_COLUMN)
+                        if c in t.column_names])
     reason, counts = first_failure(t, filters)
     if drop_rows is not None:
         mask = np.zeros(len(t), dtype=bool)
@@ -111,6 +133,22 @@ def decide_shard(
         newly = mask & (reason == "")
         reason[newly] = dedup.RULE
         counts[dedup.RULE] = {"alone": int(mask.sum()), "first": int(newly.sum())}
+    if near is not None:
+        rows = near.column("row").to_numpy()
+        cluster = np.full(len(t), None, dtype=object)
+        size = np.zeros(len(t), dtype=np.int64)
+        cluster[rows] = [f"{s}:{r}" for s, r in zip(near.column("cluster_shard").to_pylist(),
+                                                     near.column("cluster_row").to_pylist(),
+                                                     strict=True)]
+        size[rows] = near.column("cluster_size").to_numpy()
+        mask = np.zeros(len(t), dtype=bool)
+        mask[rows] = near.column("dropped").to_numpy(zero_copy_only=False)
+        newly = mask & (reason == "")
+        reason[newly] = minhash.RULE
+        counts[minhash.RULE] = {"alone": int(mask.sum()), "first": int(newly.sum())}
+        t = t.append_column("near_dedup_cluster", pa.array(cluster.tolist(), pa.string()))
+        t = t.append_column("near_dedup_cluster_size",
+                            pa.array(np.where(size > 0, size, None).tolist(), pa.int64()))
     keep = reason == ""
     write_parquet(t.filter(pa.array(keep)), Path(kept_path))
     rej = t.filter(pa.array(~keep))

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from tasks.filters.base import FilterConfig, get_filter
+from tasks.filters.minhash import Config as MinHashConfig
 
 STAGES = ["ingest", "rewrite", "filter", "tokenize", "train", "evaluate"]
 
@@ -101,6 +102,8 @@ class FilterStageConfig(Strict):
         description="filter name -> parameters, applied in this order (sections below)")
     exact_dedup: ExactDedupConfig | None = Field(
         default_factory=ExactDedupConfig, description="null turns exact dedup off")
+    minhash_dedup: MinHashConfig | None = Field(
+        None, description="near-duplicate dedup (MinHash-LSH); null = off")
 
     @field_validator("filters", mode="before")
     @classmethod
@@ -218,6 +221,7 @@ def _doc_models() -> list[tuple[str, type[BaseModel]]]:
         ("recipe", Recipe), ("input", InputConfig), ("stages", StagesConfig),
         ("stages.ingest", IngestConfig), ("stages.rewrite", RewriteConfig),
         ("stages.filter", FilterStageConfig), ("stages.filter.exact_dedup", ExactDedupConfig),
+        ("stages.filter.minhash_dedup", MinHashConfig),
     ]
     models += [(f"stages.filter.filters.{n}", get_filter(n).Config) for n in REGISTRY]
     models += [("stages.tokenize", TokenizeConfig), ("stages.train", _train_config_cls()),

@@ -66,7 +66,8 @@ def _write_recipe(path: Path, inputs: Path, data_root: Path, seeds: list[int] | 
         "stages": {
             "ingest": {"shard_max_bytes": 250_000},  # several shards -> real cross-shard dedup
             "rewrite": None,
-            "filter": {"filters": {"gopher_quality": filter_overrides}, "exact_dedup": {}},
+            "filter": {"filters": {"gopher_quality": filter_overrides}, "exact_dedup": {},
+                       "minhash_dedup": {}},
             "tokenize": {"vocab_size": 512, "seq_len": 64, "heldout_fraction": 0.1},
             "train": {"preset": "tiny", "batch_size": 8, "max_tokens": 8 * 64 * 12,
                       "warmup_steps": 2, "log_every": 2},

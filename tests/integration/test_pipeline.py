@@ -291,3 +291,22 @@ def test_incremental_ingest_takes_only_new_files(
     paths = [r[0] for r in con.execute("select path from inputs order by consumed_at").fetchall()]
     con.close()
     assert [Path(p).name for p in paths] == ["day1.jsonl", "day2.jsonl"]
+
+
+def test_near_duplicates_are_clustered_across_shards(first_run: dict[str, Any]) -> None:
+    """The slice has a planted whitespace-variant copy: exact dedup drops it first; every
+    document that passed the rules carries its MinHash cluster id and size."""
+    st = stages_of(first_run["summary"])
+    fdir = Path(st["filter"]["output_path"])
+    kept = [r for p in sorted((fdir / "kept").glob("*.parquet"))
+            for r in pq.read_table(p, columns=["id", "near_dedup_cluster",
+                                               "near_dedup_cluster_size"]).to_pylist()]
+    assert kept and all(r["near_dedup_cluster"] and r["near_dedup_cluster_size"] >= 1
+                        for r in kept)
+    rejected = [r for p in sorted((fdir / "rejected").glob("*.parquet"))
+                for r in pq.read_table(p).to_pylist()]
+    copy = next(r for r in rejected if r["id"].endswith("-copy"))
+    original = next(r for r in kept if r["id"] == copy["id"].removesuffix("-copy"))
+    assert copy["near_dedup_cluster"] == original["near_dedup_cluster"]
+    assert original["near_dedup_cluster_size"] == 2
+    assert "minhash_dedup_sig" not in pq.read_schema(next((fdir / "kept").glob("*.parquet"))).names

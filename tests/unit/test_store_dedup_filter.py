@@ -73,7 +73,7 @@ def test_score_then_decide_with_dedup(tmp_path: Path) -> None:
     stats = filter_stage.score_shard(str(tmp_path / "in.parquet"), str(tmp_path / "sc.parquet"),
                                      filters, {"lowercase": True})
     assert stats["docs_in"] == stats["docs_kept"] == 4
-    cands = filter_stage.dedup_candidates(str(tmp_path / "sc.parquet"), 0, filters)
+    cands = filter_stage.dedup_candidates(str(tmp_path / "sc.parquet"), 0, filters)["exact"]
     assert cands.column("row").to_pylist() == [0, 2, 3]  # "too short" fails min_words
     drops = dedup.duplicates(cands).column("row").to_pylist()
     assert drops == [3]
