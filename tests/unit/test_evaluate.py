@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 from tasks.evaluate import _windows, bits_per_byte
 from tasks.train import TrainConfig, build_model, save_checkpoint, train
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "sample.jsonl"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample.jsonl"
 EOS = "<|endoftext|>"
 SEQ_LEN = 64
 VOCAB = 300

@@ -25,7 +25,7 @@ RULES = [
     f"{P}.alpha_words",
     f"{P}.stop_words",
 ]
-SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "sample.jsonl"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample.jsonl"
 
 # 76 words, one line, ordinary English prose: passes every rule at the published defaults.
 CLEAN = (

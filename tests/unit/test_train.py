@@ -27,7 +27,7 @@ from tasks.train import (
     train_seeds,
 )
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "sample.jsonl"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample.jsonl"
 EOS = "<|endoftext|>"
 SEQ_LEN = 64
 METRIC_KEYS = {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s"}
