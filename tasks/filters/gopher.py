@@ -53,6 +53,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from tasks.filters import text as textlib
 from tasks.filters.base import FilterConfig
 
 NAME = "gopher_quality"
@@ -267,24 +268,11 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
 
 
 def _col(scores: pa.Table, stat: str) -> pa.Array:
-    col = scores.column(f"{NAME}_{stat}")
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return textlib.column(scores, f"{NAME}_{stat}")
 
 
-def _threshold(col: pa.Array, value: float) -> pa.Scalar:
-    # Compare in the column's own type: float32(0.1) > float64(0.1), so comparing a float32
-    # ratio of exactly 0.1 with a float64 threshold of 0.1 would wrongly reject it.
-    if pa.types.is_floating(col.type):
-        return pa.scalar(value, type=col.type)
-    return pa.scalar(value)
-
-
-def _lt(col: pa.Array, value: float) -> pa.Array:
-    return pc.less(col, _threshold(col, value))
-
-
-def _gt(col: pa.Array, value: float) -> pa.Array:
-    return pc.greater(col, _threshold(col, value))
+# comparisons in the column's own type (float32 ratios vs float64 thresholds): see text.py
+_lt, _gt = textlib.lt, textlib.gt
 
 
 def rules(scores: pa.Table, config: FilterConfig) -> dict[str, pa.Array]:
