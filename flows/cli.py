@@ -195,11 +195,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"A = {runs[0]['run_id']} ({runs[0]['recipe']})   B = {runs[1]['run_id']} "
           f"({runs[1]['recipe']})")
     print(f"{'task':<16} {'metric':<9} {'A':>8} {'B':>8} {'B-A':>8} {'95% CI':>19} "
-          f"{'MDE':>7} {'items':>6}  verdict (B vs A)")
+          f"{'MDE':>7} {'items':>6} {'seeds':>5} {'SNR':>6}  verdict (B vs A)")
     for r in rows:
         ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
         print(f"{r['task']:<16} {r['metric']:<9} {r['a']:>8.4f} {r['b']:>8.4f} "
-              f"{r['diff']:>+8.4f} {ci:>19} {r['mde']:>7.4f} {r['items']:>6}  {r['verdict']}")
+              f"{r['diff']:>+8.4f} {ci:>19} {r['mde']:>7.4f} {r['items']:>6} {r['seeds']:>5} "
+              f"{r['snr']:>6.1f}  {r['verdict']}")
+    print("SNR = spread between A and B / seed-to-seed spread (Signal and Noise, AI2); "
+          "nan with one seed a side.")
     return 0
 
 

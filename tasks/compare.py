@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks.stats import paired_bootstrap
+from tasks.stats import paired_bootstrap, snr
 
 HIGHER_IS_BETTER = {"bpb": False, "acc": True, "acc_norm": True}
 
@@ -42,7 +42,10 @@ def compare(a_paths: list[Path], b_paths: list[Path], n_boot: int = 2000, seed: 
             return np.array([[s[k][i][part] for i in ids] for s in sets])
 
         task, metric = key
-        c = paired_bootstrap(arr(a_sets, 0), arr(a_sets, 1), arr(b_sets, 0), arr(b_sets, 1),
-                             HIGHER_IS_BETTER.get(metric, True), metric, n_boot, seed=seed)
-        out.append({"task": task, **c.as_dict()})
+        na, da, nb, db = arr(a_sets, 0), arr(a_sets, 1), arr(b_sets, 0), arr(b_sets, 1)
+        c = paired_bootstrap(na, da, nb, db, HIGHER_IS_BETTER.get(metric, True), metric,
+                             n_boot, seed=seed)
+        # signal: the two sides' spread; noise: seed-to-seed spread (needs >= 2 seeds a side)
+        per_seed = {"a": list(na.sum(1) / da.sum(1)), "b": list(nb.sum(1) / db.sum(1))}
+        out.append({"task": task, **c.as_dict(), **snr(per_seed)})
     return out

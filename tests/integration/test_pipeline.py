@@ -259,6 +259,7 @@ def test_multi_seed_shares_seed_zero_and_compare_uses_seeds(
     rows = json.loads(out.stdout)
     bpb = next(r for r in rows if r["task"] == "heldout" and r["metric"] == "bpb")
     assert bpb["seeds"] == 2 and bpb["ci_low"] <= bpb["diff"] <= bpb["ci_high"]
+    assert {"signal", "noise", "snr"} <= set(bpb) and bpb["noise"] > 0  # B has two seeds
 
 
 def test_incremental_ingest_takes_only_new_files(
