@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from filterkit import probe, table
 from pydantic import ValidationError
 
 from tasks.filter import first_failure
@@ -31,27 +32,7 @@ CLEAN = (
 )
 
 
-def table(texts: list[str | None], langs: list[str | None] | None = None) -> pa.Table:
-    if langs is None:
-        langs = ["en"] * len(texts)
-    return pa.table(
-        {"text": pa.array(texts, pa.large_string()), "lang": pa.array(langs, pa.string())}
-    )
-
-
-def stats(text: str | None, lang: str | None = "en", config: Config | None = None) -> dict:
-    row = c4.score(table([text], [lang]), config or Config()).to_pylist()[0]
-    return {k.removeprefix(P + "_"): v for k, v in row.items()}
-
-
-def decisions(text: str, lang: str | None = "en", config: Config | None = None) -> dict:
-    config = config or Config()
-    out = c4.rules(c4.score(table([text], [lang]), config), config)
-    return {name: arr[0].as_py() for name, arr in out.items()}
-
-
-def fired(text: str, lang: str | None = "en", config: Config | None = None) -> set[str]:
-    return {k for k, v in decisions(text, lang, config).items() if v is True}
+stats, decisions, fired = probe(c4, Config)
 
 
 # --------------------------------------------------------------------------- interface

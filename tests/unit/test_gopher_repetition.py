@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from filterkit import probe, table
 from pydantic import ValidationError
 
 from tasks.filter import first_failure
@@ -54,27 +55,7 @@ CLEAN = (
 SENTS = [s.strip() for s in CLEAN.split(". ")]  # 3 sentences
 
 
-def table(texts: list[str | None], langs: list[str | None] | None = None) -> pa.Table:
-    if langs is None:
-        langs = ["en"] * len(texts)
-    return pa.table(
-        {"text": pa.array(texts, pa.large_string()), "lang": pa.array(langs, pa.string())}
-    )
-
-
-def stats(text: str | None, lang: str | None = "en") -> dict:
-    row = gr.score(table([text], [lang]), Config()).to_pylist()[0]
-    return {k.removeprefix(P + "_"): v for k, v in row.items()}
-
-
-def decisions(text: str, lang: str | None = "en", config: Config | None = None) -> dict:
-    config = config or Config()
-    out = gr.rules(gr.score(table([text], [lang]), config), config)
-    return {name: arr[0].as_py() for name, arr in out.items()}
-
-
-def fired(text: str, lang: str | None = "en", config: Config | None = None) -> set[str]:
-    return {k for k, v in decisions(text, lang, config).items() if v is True}
+stats, decisions, fired = probe(gr, Config)
 
 
 def fillers(k: int, start: int = 100) -> list[str]:
