@@ -39,14 +39,19 @@ def _check_ui_page(url: str, must_show: list[str]) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("chromium not installed (Debian package `chromium`): UI page not checked")
-    with tempfile.TemporaryDirectory() as profile:
-        dom = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=15000",
-             "--dump-dom", url], capture_output=True, text=True, timeout=90).stdout
-    for text in must_show:
-        assert text in dom, f"{text!r} not on {url}"
+    dom = ""
+    for attempt in range(3):  # the single-page app fills in over a few API calls: give it time
+        with tempfile.TemporaryDirectory() as profile:
+            dom = subprocess.run(
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                 f"--virtual-time-budget={15000 * (attempt + 1)}", "--dump-dom", url],
+                capture_output=True, text=True, timeout=120).stdout
+        if all(text in dom for text in must_show):
+            return
+    missing = [text for text in must_show if text not in dom]
+    raise AssertionError(f"{missing} not on {url}")
 
 
 def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: Any) -> None:
