@@ -13,7 +13,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export RAY_USAGE_STATS_ENABLED ?= 0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench corpus lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m pytest -q tests/bench -s
+
+corpus: setup
+	$(BIN)/python scripts/build_corpus.py --out data/bench
 
 lint: setup
 	$(BIN)/ruff check .

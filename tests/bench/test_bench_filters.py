@@ -26,10 +26,11 @@ datatrove is given no language (its default: English word tokenizer, English sto
 every doc; datamill reads each doc's ``lang``. Docs in a language written without spaces
 (``zh``, ``ja``, ...) are counted apart: datamill switches its word rules off there on purpose.
 
-Corpus: ``data/bench/*.jsonl`` if present, else ``data/sample/sample.jsonl`` repeated
-``DATAMILL_BENCH_SCALE`` times (default 3). ``DATAMILL_BENCH_DASK=0`` skips the optional
-datamill-on-Dask row. ``DATAMILL_BENCH_DATATROVE_PY`` names another interpreter that has
-datatrove installed (instead of ``.bench-venv``). Per-doc disagreements are written to
+Corpus: ``data/bench/jsonl/*.jsonl.gz`` (``make corpus``) if present, else
+``data/sample/sample.jsonl`` repeated ``DATAMILL_BENCH_SCALE`` times (default 3).
+``DATAMILL_BENCH_DASK=0`` skips the optional datamill-on-Dask row.
+``DATAMILL_BENCH_DATATROVE_PY`` names another interpreter that has datatrove installed
+(instead of ``.bench-venv``). Per-doc disagreements are written to
 ``.datamill/bench/filter_disagreements.json``.
 """
 
@@ -147,11 +148,23 @@ if __name__ == "__main__":
 
 
 def load_corpus(scale: int) -> tuple[list[dict[str, Any]], str]:
-    files = sorted(BENCH_DATA.glob("*.jsonl")) if BENCH_DATA.is_dir() else []
+    # `make corpus` writes data/bench/jsonl/<source>.jsonl.gz; take an equal share of each
+    # source, scale x 2,247 docs in all (the sample's size), so a run stays minutes long
+    files = sorted((BENCH_DATA / "jsonl").glob("*.jsonl*")) if BENCH_DATA.is_dir() else []
     if files:
-        docs = [json.loads(line) for f in files
-                for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
-        label = f"{len(files)} file(s) in {BENCH_DATA.relative_to(ROOT)}"
+        import gzip
+
+        share = max(1, scale * 2247 // len(files))
+        docs = []
+        for f in files:
+            with (gzip.open(f, "rt", encoding="utf-8") if f.suffix == ".gz"
+                  else f.open(encoding="utf-8")) as fh:
+                for n, line in enumerate(fh):
+                    if n >= share:
+                        break
+                    if line.strip():
+                        docs.append(json.loads(line))
+        label = f"{len(files)} source(s) in {BENCH_DATA.relative_to(ROOT)}/jsonl, {share} each"
     else:
         base = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
         docs = [{**d, "id": f"{d.get('id', i)}#{r}"} for r in range(scale)
