@@ -392,6 +392,11 @@ def _publish(ctx: RunContext, status: str) -> str:
     if run["evals"]:
         create_table_artifact(key="datamill-eval", table=report.eval_rows(run),
                               description=f"Held-out bits per byte, run {ctx.run_id}")
+    loss = [{"seed": m.get("seed") or 0, "step": m["step"], "loss": round(m["value"], 4)}
+            for m in run["metrics"] if m["name"] == "loss"]
+    if loss:
+        create_table_artifact(key="datamill-loss", table=loss,
+                              description=f"Training loss by step, run {ctx.run_id}")
     create_markdown_artifact(key="datamill-report", markdown=report.markdown_summary(run)
                              + f"\nHTML report: `{path}`\n", description="datamill run summary")
     return str(path)

@@ -151,9 +151,10 @@ def test_report_and_prefect_artifacts(first_run: dict[str, Any]) -> None:
     assert "exact_dedup.duplicate" in report and "heldout" in report
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["datamill-funnel", "datamill-report", "datamill-eval"])))
+            key=ArtifactFilterKey(any_=["datamill-funnel", "datamill-report", "datamill-eval",
+                                        "datamill-loss"])))
     keys = {a.key for a in arts}
-    assert {"datamill-funnel", "datamill-report", "datamill-eval"} <= keys
+    assert {"datamill-funnel", "datamill-report", "datamill-eval", "datamill-loss"} <= keys
     funnel = next(a for a in arts if a.key == "datamill-funnel")
     assert "filter" in str(funnel.data)
     # the flow run in the UI carries the datamill run id as its name
