@@ -3,7 +3,9 @@ score one text and read its stats, its rule decisions and the rules that fired."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -34,3 +36,20 @@ def probe(module: ModuleType, config_cls: type) -> tuple[Callable[..., Any], ...
         return {k for k, v in decisions(text, lang, config).items() if v is True}
 
     return stats, decisions, fired
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample.jsonl"
+
+
+def sample_records() -> list[dict]:
+    with SAMPLE.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def scored_together_and_alone(module: ModuleType, config: Any, texts: list[str | None],
+                              langs: list[str | None]) -> tuple[list[dict], list[dict]]:
+    """Score rows as one table and one by one: the two must agree row for row."""
+    together = module.score(table(texts, langs), config).to_pylist()
+    alone = [module.score(table([t], [la]), config).to_pylist()[0]
+             for t, la in zip(texts, langs, strict=True)]
+    return together, alone

@@ -3,13 +3,11 @@ language awareness, the sample corpus."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from filterkit import probe, table
+from filterkit import SAMPLE, probe, sample_records, scored_together_and_alone, table
 from pydantic import ValidationError
 
 from tasks.filter import first_failure
@@ -20,7 +18,6 @@ from tasks.filters.c4 import Config, count_sentences
 P = "c4_quality"
 STATS = ["n_sentences", "lorem_ipsum", "curly_bracket", "lines_flagged", "lines_total"]
 RULES = [f"{P}.{r}" for r in ["lorem_ipsum", "curly_bracket", "all_lines_flagged", "min_sentences"]]
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample.jsonl"
 
 # Five sentences of ordinary English prose on one line: passes every rule.
 CLEAN = (
@@ -263,12 +260,8 @@ def test_row_count_and_order_preserved():
         FAIL_ONLY["min_sentences"],
     ]
     langs = ["en", "en", None, "en", "zh", "fr"]
-    together = c4.score(table(texts, langs), Config()).to_pylist()
+    together, alone = scored_together_and_alone(c4, Config(), texts, langs)
     assert len(together) == len(texts)
-    alone = [
-        c4.score(table([t], [la]), Config()).to_pylist()[0]
-        for t, la in zip(texts, langs, strict=True)
-    ]
     assert together == alone
     assert c4.score(table([]), Config()).num_rows == 0
 
@@ -276,14 +269,9 @@ def test_row_count_and_order_preserved():
 # --------------------------------------------------------------------------- real corpus
 
 
-def _sample() -> list[dict]:
-    with SAMPLE.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
-
-
 @pytest.mark.skipif(not SAMPLE.exists(), reason=f"sample corpus not found at {SAMPLE}")
 def test_sample_corpus_runs_with_plausible_rejections():
-    records = _sample()
+    records = sample_records()
     t = table([r["text"] for r in records], [r.get("lang") for r in records])
     config = Config()
     scores = c4.score(t, config)

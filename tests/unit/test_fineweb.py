@@ -3,14 +3,12 @@ sample corpus."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from filterkit import probe, table
+from filterkit import SAMPLE, probe, sample_records, scored_together_and_alone, table
 from pydantic import ValidationError
 
 from tasks.filter import first_failure
@@ -21,7 +19,6 @@ from tasks.filters.fineweb import Config
 P = "fineweb_quality"
 STATS = ["line_punct_ratio", "short_line_ratio", "char_dup_ratio", "new_line_ratio"]
 RULES = [f"{P}.{s}" for s in STATS]
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample.jsonl"
 ASCII_STOPS = ".'\"!?"  # datatrove's terminal punctuation
 
 CLEAN = (
@@ -214,12 +211,8 @@ def test_no_space_languages_skip_the_word_rule(lang: str):
 def test_row_count_and_order_preserved():
     texts = [CLEAN, None, FAIL_ONLY["short_line_ratio"], "", "中文。\n中文！", "\n".join(SENTS)]
     langs = ["en", "en", None, "en", "zh", "fr"]
-    together = fw.score(table(texts, langs), Config()).to_pylist()
+    together, alone = scored_together_and_alone(fw, Config(), texts, langs)
     assert len(together) == len(texts)
-    alone = [
-        fw.score(table([t], [la]), Config()).to_pylist()[0]
-        for t, la in zip(texts, langs, strict=True)
-    ]
     assert together == alone
     assert fw.score(table([]), Config()).num_rows == 0
 
@@ -227,14 +220,9 @@ def test_row_count_and_order_preserved():
 # --------------------------------------------------------------------------- real corpus
 
 
-def _sample() -> list[dict]:
-    with SAMPLE.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
-
-
 @pytest.mark.skipif(not SAMPLE.exists(), reason=f"sample corpus not found at {SAMPLE}")
 def test_sample_corpus_runs_with_plausible_rejections():
-    records = _sample()
+    records = sample_records()
     t = table([r["text"] for r in records], [r.get("lang") for r in records])
     config = Config()
     scores = fw.score(t, config)

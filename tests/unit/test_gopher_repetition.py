@@ -3,14 +3,12 @@ sample corpus."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from filterkit import probe, table
+from filterkit import SAMPLE, probe, sample_records, scored_together_and_alone, table
 from pydantic import ValidationError
 
 from tasks.filter import first_failure
@@ -42,7 +40,6 @@ RULES = [
         *(f"dup_{n}gram" for n in range(5, 11)),
     ]
 ]
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample.jsonl"
 
 # Ordinary English prose, no repetition to speak of: passes every rule.
 CLEAN = (
@@ -297,12 +294,8 @@ def test_no_space_langs_is_configurable():
 def test_row_count_and_order_preserved():
     texts = [CLEAN, None, FAIL_ONLY["top_2gram"], "", "中文。中文。", FAIL_ONLY["dup_line_frac"]]
     langs = ["en", "en", None, "en", "zh", "fr"]
-    together = gr.score(table(texts, langs), Config()).to_pylist()
+    together, alone = scored_together_and_alone(gr, Config(), texts, langs)
     assert len(together) == len(texts)
-    alone = [
-        gr.score(table([t], [la]), Config()).to_pylist()[0]
-        for t, la in zip(texts, langs, strict=True)
-    ]
     assert together == alone
     # and the empty table
     assert gr.score(table([]), Config()).num_rows == 0
@@ -312,14 +305,9 @@ def test_row_count_and_order_preserved():
 # --------------------------------------------------------------------------- real corpus
 
 
-def _sample() -> list[dict]:
-    with SAMPLE.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
-
-
 @pytest.mark.skipif(not SAMPLE.exists(), reason=f"sample corpus not found at {SAMPLE}")
 def test_sample_corpus_runs_with_plausible_rejections():
-    records = _sample()
+    records = sample_records()
     t = table([r["text"] for r in records], [r.get("lang") for r in records])
     config = Config()
     scores = gr.score(t, config)

@@ -35,14 +35,7 @@ train(TrainConfig.model_validate_json(sys.argv[1]), Path(sys.argv[2]), out, out 
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # one intra-op thread, here and in the child: identical float sums in both processes, and on
-    # a shared 2-core machine several times faster than two spinning OpenMP threads
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

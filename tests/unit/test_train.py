@@ -82,13 +82,7 @@ def make_data_dir(root: Path, n_docs: int = 200, vocab_size: int = 300, n_shards
     return data_dir
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # on a shared 2-core machine two spinning OpenMP threads are several times slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
