@@ -73,11 +73,18 @@ def pack_shard(
     in_path: str, tokenizer_path: str, out_dir: str, key: str, seq_len: int, fraction: float
 ) -> dict[str, Any]:
     """Encode one kept shard: training docs -> ``train/part-<key>.npy`` rows of seq_len tokens;
-    held-out docs -> ``heldout/part-<key>.parquet``. The last partial row is dropped (counted)."""
+    held-out docs -> ``heldout/part-<key>.parquet``.
+
+    Each source is packed into its own rows (sources in order of first appearance), so every row
+    belongs to exactly one source and the trainer can sample by domain weight: the shard's
+    ``sources`` maps a source to its row range [start, stop). Each source's last partial row is
+    dropped (counted in tokens_dropped)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(tokenizer_path)
     eos_id = tok.token_to_id(EOS)
+    if eos_id is None:
+        raise ValueError(f"{tokenizer_path}: no {EOS} token; packing needs it between documents")
     dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32
     out = Path(out_dir)
     t = pq.read_table(in_path, columns=["id", "text", "source", "lang"])
@@ -85,19 +92,27 @@ def pack_shard(
     write_parquet(t.filter(pa.array(held)), out / "heldout" / f"part-{key}.parquet")
     train = t.filter(pa.array(~held))
 
-    pieces: list[np.ndarray] = []
-    by_source: dict[str, int] = {}
+    pieces: dict[str, list[np.ndarray]] = {}  # insertion order = first appearance
     texts = train.column("text").to_pylist()
     sources = train.column("source").to_pylist()
     for start in range(0, len(texts), 1_000):
         encs = tok.encode_batch(texts[start:start + 1_000], add_special_tokens=False)
         for enc, src in zip(encs, sources[start:start + 1_000], strict=True):
-            ids = np.asarray(enc.ids + [eos_id], dtype=dtype)
-            pieces.append(ids)
-            by_source[src] = by_source.get(src, 0) + len(ids)
-    stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
-    n_seq = len(stream) // seq_len
-    rows = stream[: n_seq * seq_len].reshape(n_seq, seq_len)
+            pieces.setdefault(src or "", []).append(np.asarray(enc.ids + [eos_id], dtype=dtype))
+    blocks: list[np.ndarray] = []
+    ranges: dict[str, list[int]] = {}
+    by_source: dict[str, int] = {}
+    n_seq = tokens = 0
+    for src, docs in pieces.items():
+        stream = np.concatenate(docs)
+        n = len(stream) // seq_len
+        blocks.append(stream[: n * seq_len].reshape(n, seq_len))
+        by_source[src] = int(len(stream))
+        tokens += len(stream)
+        if n:
+            ranges[src] = [n_seq, n_seq + n]
+        n_seq += n
+    rows = np.concatenate(blocks) if blocks else np.zeros((0, seq_len), dtype=dtype)
     shard = out / "train" / f"part-{key}.npy"
     shard.parent.mkdir(parents=True, exist_ok=True)
     tmp = shard.with_name(f".{shard.name}.tmp")
@@ -110,16 +125,19 @@ def pack_shard(
         "docs_rejected": 0,
         "train_docs": len(train),
         "heldout_docs": int(held.sum()),
-        "tokens": int(len(stream)),
-        "tokens_dropped": int(len(stream) - n_seq * seq_len),
+        "tokens": int(tokens),
+        "tokens_dropped": int(tokens - n_seq * seq_len),
         "n_seq": int(n_seq),
         "tokens_by_source": by_source,
+        "sources": ranges,
         "shard": f"train/part-{key}.npy",
         "heldout": f"heldout/part-{key}.parquet",
     }
 
 
 def write_meta(out_dir: Path, tokenizer_path: Path, seq_len: int, shards: list[dict]) -> dict:
+    """meta.json, the index of the packed data: vocabulary, dtype, and per shard its path, row
+    count and row range per source (what the trainer's domain sampling and replay read)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_path))
@@ -130,11 +148,21 @@ def write_meta(out_dir: Path, tokenizer_path: Path, seq_len: int, shards: list[d
         "eos_token": EOS,
         "seq_len": seq_len,
         "dtype": "uint16" if vocab <= 2**16 else "uint32",
-        "train_shards": [{"path": s["shard"], "n_seq": s["n_seq"]} for s in shards
-                         if s["n_seq"] > 0],
+        "train_shards": [{"path": s["shard"], "n_seq": s["n_seq"], "sources": s["sources"]}
+                         for s in shards if s["n_seq"] > 0],
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def check_tokenizer(path: Path) -> int:
+    """Vocabulary size of a tokenizer.json usable here (it must have the EOS token)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    if tok.token_to_id(EOS) is None:
+        raise ValueError(f"{path}: tokenizer has no {EOS} token (needed between documents)")
+    return int(tok.get_vocab_size())
 
 
 def read_heldout(out_dir: Path, max_docs: int | None = None) -> pa.Table:

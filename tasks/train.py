@@ -1,8 +1,19 @@
 """Train a small Llama-style proxy LM on a tokenized data directory.
 
 One readable loop in the spirit of nanoGPT: seeded data order, AdamW, linear warmup then cosine
-decay, gradient clipping and accumulation, JSONL metrics, and a Hugging Face checkpoint
-(safetensors + tokenizer) that `AutoModelForCausalLM` / `AutoTokenizer` load offline.
+or warmup-stable-decay (WSD), gradient clipping and accumulation, JSONL metrics, and a Hugging
+Face checkpoint (safetensors + tokenizer) that `AutoModelForCausalLM` / `AutoTokenizer` load
+offline. The same loop runs data-parallel (DDP) when torch.distributed is initialised, as Ray
+Train's TorchTrainer does for `workers > 1` (infra/ray.py).
+
+Data sampling: rows are drawn uniformly from the packed data by a seeded permutation per epoch;
+`source_weights` (and `anneal_source_weights` for the last `anneal_fraction` of steps) reweight
+sources using meta.json's per-source row index.
+
+Continual pre-training (`init_from`, a run id or a save_pretrained folder; `resolve_init`): the
+model starts from that checkpoint, the LR re-warms to a new peak and re-decays, and `replay` of
+each batch is drawn from the previous run's token shards. `average_last` averages the weights of
+the last k checkpoints into the final one.
 
 Resumable: with `checkpoint_every` set, the loop saves out_dir/checkpoints/step-<N>/ (the HF
 model + tokenizer, plus the optimizer moments, data position and RNG states, all without pickle)
@@ -26,13 +37,15 @@ import os
 import random
 import shutil
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     import torch
@@ -63,8 +76,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Fields that change what is logged or saved, not the weights: a resumed run may use other values
 # (say, checkpoint more often after a crash) and still continue the same trajectory.
+# `workers` splits the same global batch over processes: the same trajectory up to float
+# summation order.
 BOOKKEEPING_FIELDS = frozenset(
-    {"log_every", "checkpoint_every", "keep_checkpoints", "peak_flops", "seeds"})
+    {"log_every", "checkpoint_every", "keep_checkpoints", "peak_flops", "seeds", "workers"})
 
 # Dense bf16 peak FLOP/s by CUDA device name (first substring match wins), for MFU.
 PEAK_BF16_FLOPS: list[tuple[str, float]] = [
@@ -79,12 +94,19 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: str = Field("tiny", description="model size: tiny (CPU) | small | 20m | 125m (GPU)")
-    batch_size: int = Field(16, ge=1, description="sequences per micro-batch")
+    batch_size: int = Field(
+        16, ge=1, description="sequences per micro-batch, over all workers (each of N workers "
+        "takes batch_size / N)")
     max_tokens: int = Field(400_000, ge=1, description="token budget; sets the optimizer steps")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     lr: float = Field(3e-3, gt=0, description="peak learning rate")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to this * lr")
-    warmup_steps: int = Field(20, ge=0, description="linear warmup steps")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the decay ends at this * lr")
+    warmup_steps: int = Field(20, ge=0, description="linear warmup steps (from 0; with "
+                              "init_from this is the re-warming)")
+    schedule: Literal["cosine", "wsd"] = Field(
+        "cosine", description="after warmup: cosine decay, or warmup-stable-decay (constant lr, "
+        "then a linear decay over the last decay_fraction of steps)")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps that decay")
     weight_decay: float = Field(0.1, ge=0, description="AdamW, on 2-D weights only")
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
@@ -106,6 +128,28 @@ class TrainConfig(BaseModel):
     peak_flops: float | None = Field(
         None, gt=0, description="peak FLOP/s of the device for MFU; None = a known GPU's bf16 "
         "peak, else no MFU")
+    workers: int = Field(
+        1, ge=1, description="data-parallel workers: > 1 runs Ray Train's TorchTrainer (DDP, "
+        "CPU or one GPU each); 1 = one Ray actor, or DDP over all GPUs when there are several")
+    source_weights: dict[str, float] = Field(
+        default_factory=dict, description="sampling weight per source (multiplies its natural "
+        "share of rows; unlisted = 1, 0 = never), e.g. {wikipedia: 2.0}")
+    anneal_source_weights: dict[str, float] = Field(
+        default_factory=dict, description="weights that replace source_weights in the last "
+        "anneal_fraction of steps: upsample chosen domains while the lr decays")
+    anneal_fraction: float = Field(0.15, gt=0, lt=1, description="share of steps at the end "
+                                   "that use anneal_source_weights")
+    init_from: str | None = Field(
+        None, description="continual pre-training: a run id (its final checkpoint, from the "
+        "catalog) or a save_pretrained folder; its tokenizer is reused by the tokenize stage")
+    replay: float = Field(
+        0.05, ge=0, lt=1, description="with init_from: share of training rows drawn from the "
+        "previous run's token shards (0.25 for a strong distribution shift; 0 = none)")
+    replay_data: str | None = Field(
+        None, description="tokenized data dir to replay instead of the init run's own")
+    average_last: int = Field(
+        0, ge=0, description="average the weights of the last k resumable checkpoints into "
+        "the final one (needs checkpoint_every and keep_checkpoints >= k); 0 or 1 = off")
 
     @field_validator("preset")
     @classmethod
@@ -113,6 +157,25 @@ class TrainConfig(BaseModel):
         if v not in PRESETS:
             raise ValueError(f"unknown preset {v!r}; known: {sorted(PRESETS)}")
         return v
+
+    @field_validator("source_weights", "anneal_source_weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if not w >= 0}
+        if bad:
+            raise ValueError(f"weights must be >= 0, got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.batch_size % self.workers:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by workers "
+                             f"{self.workers}")
+        if self.average_last > 1 and (self.checkpoint_every == 0
+                                      or self.keep_checkpoints < self.average_last):
+            raise ValueError(f"average_last {self.average_last} needs checkpoint_every > 0 and "
+                             f"keep_checkpoints >= {self.average_last}")
+        return self
 
     def tokens_per_step(self, seq_len: int) -> int:
         return self.batch_size * seq_len * self.grad_accum
@@ -160,25 +223,52 @@ def build_model(preset: str, vocab_size: int, seq_len: int, eos_id: int) -> Llam
 
 
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine decay.
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then the decay.
 
-    Warmup reaches the peak lr at step warmup_steps - 1; the cosine then falls from lr at step
-    warmup_steps to min_lr_ratio * lr at the last step (total_steps - 1).
+    Warmup reaches the peak lr at step warmup_steps - 1. cosine: falls from lr at step
+    warmup_steps to min_lr_ratio * lr at the last step (total_steps - 1). wsd: holds the peak,
+    then over the last round(decay_fraction * total_steps) steps falls linearly, reaching
+    min_lr_ratio * lr at the last step (the decay phase is what a continued run re-does).
     """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     min_lr = config.lr * config.min_lr_ratio
+    if config.schedule == "wsd":
+        decay_steps = max(1, round(config.decay_fraction * total_steps))
+        decay_start = max(config.warmup_steps, total_steps - decay_steps)
+        if step < decay_start:
+            return config.lr
+        progress = min(1.0, (step - decay_start + 1) / (total_steps - decay_start))
+        return config.lr - progress * (config.lr - min_lr)
     decay_steps = max(1, total_steps - 1 - config.warmup_steps)
     progress = min(1.0, (step - config.warmup_steps) / decay_steps)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - min_lr)
 
 
 class PackedSequences:
-    """All training rows of a data directory, addressed by one global index (mmap, no copies)."""
+    """All training rows of a data directory, addressed by one global index (mmap, no copies).
+
+    `add` appends another data directory's rows (continual pre-training's replay data) after
+    these; `source_rows` gives each source's global row indices from meta.json's index.
+    """
 
     def __init__(self, data_dir: Path, meta: dict[str, Any]):
         self.seq_len: int = meta["seq_len"]
         self.shards: list[np.ndarray] = []
+        self.sources: dict[str, list[np.ndarray]] = {}
+        self.starts = np.zeros(1, dtype=np.int64)
+        self.add(data_dir, meta, "")
+        if len(self) == 0:
+            raise ValueError(f"{data_dir}: no training sequences")
+
+    def add(self, data_dir: Path, meta: dict[str, Any], prefix: str) -> range:
+        """Append a data dir's rows; its sources are keyed `prefix + source`. Returns their
+        global index range."""
+        if meta["seq_len"] != self.seq_len:
+            raise ValueError(f"{data_dir}: rows of {meta['seq_len']} tokens, this run's are "
+                             f"{self.seq_len}")
+        first = len(self)
+        offset = first
         for shard in meta["train_shards"]:
             arr = np.load(data_dir / shard["path"], mmap_mode="r", allow_pickle=False)
             if arr.ndim != 2 or arr.shape[1] != self.seq_len or arr.shape[0] != shard["n_seq"]:
@@ -187,10 +277,18 @@ class PackedSequences:
                     f"{self.seq_len})"
                 )
             self.shards.append(arr)
+            # data tokenized before the source index existed: one unnamed source
+            ranges = shard.get("sources", {"": [0, shard["n_seq"]]})
+            for src, (lo, hi) in ranges.items():
+                self.sources.setdefault(prefix + src, []).append(
+                    np.arange(offset + lo, offset + hi, dtype=np.int64))
+            offset += len(arr)
         # starts[i] = global index of shard i's first row
         self.starts = np.cumsum([0] + [len(a) for a in self.shards])
-        if len(self) == 0:
-            raise ValueError(f"{data_dir}: no training sequences")
+        return range(first, len(self))
+
+    def source_rows(self) -> dict[str, np.ndarray]:
+        return {src: np.concatenate(parts) for src, parts in sorted(self.sources.items())}
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -206,15 +304,17 @@ class DataOrder:
     """Global sequence indices: a fresh seeded permutation per epoch, epochs concatenated.
 
     (epoch, index into that epoch's permutation) is the whole state, so a resumed run picks up
-    exactly the rows the interrupted one would have read next.
+    exactly the rows the interrupted one would have read next. `stream` gives independent
+    orders for the pools of a Mixture (0: the plain single-pool order).
     """
 
-    def __init__(self, n: int, seed: int, epoch: int = 0, index: int = 0):
-        self.n, self.seed, self.epoch, self.index = n, seed, epoch, index
+    def __init__(self, n: int, seed: int, epoch: int = 0, index: int = 0, stream: int = 0):
+        self.n, self.seed, self.epoch, self.index, self.stream = n, seed, epoch, index, stream
         self.perm = self._permutation(epoch)
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        key = [self.seed, epoch] if self.stream == 0 else [self.seed, self.stream, epoch]
+        return np.random.default_rng(key).permutation(self.n)
 
     def take(self, k: int) -> list[int]:
         out: list[int] = []
@@ -229,6 +329,97 @@ class DataOrder:
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index}
+
+
+class Mixture:
+    """Rows drawn from named pools by weight: each pool has its own DataOrder over its rows, and
+    which pool fills each slot of a batch is drawn from a generator seeded by (seed, step,
+    micro-batch) -- so the state is the pools' positions alone and a resumed run draws the same.
+
+    One pool with no weights is exactly the plain DataOrder (state {"epoch", "index"}).
+    """
+
+    def __init__(self, pools: dict[str, np.ndarray], seed: int,
+                 state: dict[str, Any] | None = None):
+        self.names = list(pools)
+        self.rows = pools
+        self.seed = seed
+        self.single = len(pools) == 1
+        state = state or {}
+        if self.single:
+            self.orders = {self.names[0]: DataOrder(len(pools[self.names[0]]), seed, **state)}
+        else:
+            saved = state.get("pools", {})
+            self.orders = {
+                name: DataOrder(len(rows), seed, stream=zlib.crc32(name.encode()) or 1,
+                                **saved.get(name, {}))
+                for name, rows in pools.items()}
+
+    def take(self, k: int, probs: np.ndarray, step: int, micro: int) -> list[int]:
+        """k global row indices for micro-batch `micro` of optimizer step `step`; probs: one
+        probability per pool (in pool order)."""
+        if self.single:
+            name = self.names[0]
+            return self.rows[name][self.orders[name].take(k)].tolist()
+        rng = np.random.default_rng([self.seed, 0x5EED, step, micro])
+        choice = rng.choice(len(self.names), size=k, p=probs)
+        out = np.empty(k, dtype=np.int64)
+        for i, name in enumerate(self.names):
+            slots = np.flatnonzero(choice == i)
+            if len(slots):
+                out[slots] = self.rows[name][self.orders[name].take(len(slots))]
+        return out.tolist()
+
+    def state(self) -> dict[str, Any]:
+        if self.single:
+            return self.orders[self.names[0]].state()
+        return {"pools": {name: o.state() for name, o in self.orders.items()}}
+
+
+REPLAY = "replay:"  # prefix of the previous run's sources in a Mixture
+
+
+def mixture_pools(data: PackedSequences, config: TrainConfig, replay: bool
+                  ) -> tuple[dict[str, np.ndarray], Callable[[int, int], np.ndarray]]:
+    """The pools a run samples from and its probabilities per step: probs(step, total_steps).
+
+    Without source weights, this run's rows are one pool ("train"), else one pool per source;
+    with replay, the previous run's rows are one more pool ("replay") drawn with probability
+    `config.replay`, the rest shared by this run's pools in proportion to rows x weight.
+    """
+    by_source = data.source_rows()
+    current = {s: r for s, r in by_source.items() if not s.startswith(REPLAY)}
+    weighted = bool(config.source_weights or config.anneal_source_weights)
+    unknown = set(config.source_weights) | set(config.anneal_source_weights)
+    unknown -= set(current)
+    if weighted and unknown:
+        raise ValueError(f"source weights for {sorted(unknown)}, but the data's sources are "
+                         f"{sorted(current)}")
+    # this run's rows come first (0..n-1), the replayed ones after them
+    n = sum(len(r) for r in current.values())
+    pools = dict(current) if weighted else {"train": np.arange(n, dtype=np.int64)}
+    if replay:
+        pools["replay"] = np.arange(n, len(data), dtype=np.int64)
+
+    def weights(table: dict[str, float]) -> np.ndarray:
+        if not weighted:
+            return np.ones(1)
+        w = np.array([len(current[s]) * table.get(s, 1.0) for s in current], dtype=np.float64)
+        if w.sum() <= 0:
+            raise ValueError(f"source weights {table} leave nothing to sample")
+        return w
+
+    plain = weights(config.source_weights)
+    anneal = weights({**config.source_weights, **config.anneal_source_weights})
+
+    def probs(step: int, total_steps: int) -> np.ndarray:
+        annealing = (config.anneal_source_weights
+                     and step >= round(total_steps * (1 - config.anneal_fraction)))
+        w = anneal if annealing else plain
+        p = w / w.sum()
+        return np.append(p * (1 - config.replay), config.replay) if replay else p
+
+    return pools, probs
 
 
 def sequence_order(n: int, seed: int) -> Iterator[int]:
@@ -492,32 +683,210 @@ def _prune_checkpoints(out_dir: Path, keep: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- continual
+# A previous run's model to continue from. Resolved in the flow process (it reads the catalog)
+# and handed to train() in the Ray actor; a later refresh flow calls resolve_init the same way.
+INIT_INFO = "datamill.json"  # written into the final checkpoint: where its training data lives
+
+
+@dataclass(frozen=True)
+class InitSource:
+    checkpoint: Path  # a save_pretrained folder: model.safetensors, config.json, tokenizer
+    data_dir: Path | None  # the tokenized data it was trained on (replay), when known
+    identity: str  # content address: the run's train stage version, or a hash of the weights
+    run_id: str | None = None
+
+    @property
+    def tokenizer(self) -> Path:
+        """The tokenizer.json to reuse: the tokenize stage's own file when the data is known
+        (byte-identical to the original), else the checkpoint's copy."""
+        if self.data_dir is not None and (self.data_dir / "tokenizer.json").is_file():
+            return self.data_dir / "tokenizer.json"
+        return self.checkpoint / "tokenizer.json"
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def resolve_init(ref: str, data_root: Path | None = None, seed: int | None = None
+                 ) -> InitSource:
+    """`init_from` -> InitSource. `ref` is a save_pretrained folder (has config.json), or a run
+    id looked up in `<data_root>/catalog.duckdb`: that run's final train checkpoint (the one
+    trained with `seed` when the run trained several) and its tokenize stage's data."""
+    folder = Path(ref).expanduser()
+    if (folder / "config.json").is_file():
+        folder = folder.resolve()
+        data_dir = None
+        if (folder / INIT_INFO).is_file():
+            rel = json.loads((folder / INIT_INFO).read_text())["data_dir"]
+            cand = (folder / rel).resolve()
+            data_dir = cand if (cand / "meta.json").is_file() else None
+        return InitSource(folder, data_dir, _file_digest(folder / "model.safetensors"))
+    if data_root is None:
+        raise ValueError(f"init_from {ref!r}: not a save_pretrained folder (no config.json), "
+                         "and no data root to look it up as a run id")
+    from tasks.catalog import Catalog
+
+    data_root = Path(data_root)
+    catalog = data_root / "catalog.duckdb"
+    if not catalog.is_file():
+        raise ValueError(f"init_from {ref!r}: not a checkpoint folder, and no catalog at "
+                         f"{catalog} to look it up as a run id")
+    with Catalog(catalog).connect(read_only=True) as con:
+        rows = con.execute("SELECT stage, version FROM stages WHERE run_id = ? AND stage IN "
+                           "('tokenize', 'train') ORDER BY rowid", [ref]).fetchall()
+    trains = [v for st, v in rows if st == "train"]
+    toks = [v for st, v in rows if st == "tokenize"]
+    if not trains:
+        raise ValueError(f"init_from {ref!r}: no such run in {catalog}, or it trained no model "
+                         "(a run id or a save_pretrained folder is expected)")
+    stage = data_root / "stages" / "train"
+    chosen = trains[0]
+    for v in dict.fromkeys(trains):
+        manifest = stage / v / "manifest.json"
+        if seed is not None and manifest.is_file() and \
+                json.loads(manifest.read_text())["config"].get("seed") == seed:
+            chosen = v
+            break
+    ckpt = stage / chosen / "checkpoint"
+    if not (ckpt / "model.safetensors").is_file():
+        raise ValueError(f"init_from {ref!r}: its checkpoint {ckpt} is missing")
+    data_dir = data_root / "stages" / "tokenize" / toks[-1] if toks else None
+    if data_dir is not None and not (data_dir / "meta.json").is_file():
+        data_dir = None
+    return InitSource(ckpt, data_dir, chosen, run_id=ref)
+
+
+def _vocab(path: Path) -> dict[str, int]:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path)).get_vocab(with_added_tokens=True)
+
+
+def load_init_model(init: InitSource, preset: str, meta: dict[str, Any], data_dir: Path
+                    ) -> LlamaForCausalLM:
+    """The init checkpoint's model, after checking it fits this run's preset and tokens."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(
+        init.checkpoint, local_files_only=True, attn_implementation="sdpa", dtype=torch.float32)
+    c = model.config
+    diff = {k: (getattr(c, k, None), v) for k, v in PRESETS[preset].items()
+            if getattr(c, k, None) != v}
+    if diff:
+        shown = ", ".join(f"{k} {a} (preset: {b})" for k, (a, b) in diff.items())
+        raise ValueError(f"init_from {init.checkpoint}: not a {preset!r} model ({shown}); set "
+                         "train.preset to the init model's")
+    if c.vocab_size != meta["vocab_size"]:
+        raise ValueError(f"init_from {init.checkpoint}: vocabulary {c.vocab_size}, but the data "
+                         f"was tokenized with {meta['vocab_size']}; tokenize with the init run's "
+                         "tokenizer (the flow does this for init_from)")
+    if _vocab(init.checkpoint / "tokenizer.json") != _vocab(data_dir / "tokenizer.json"):
+        raise ValueError(f"init_from {init.checkpoint}: the data in {data_dir} was tokenized "
+                         "with another tokenizer of the same size")
+    if c.max_position_embeddings < meta["seq_len"]:
+        raise ValueError(f"init_from {init.checkpoint}: trained for {c.max_position_embeddings} "
+                         f"positions, the data has rows of {meta['seq_len']}")
+    return model
+
+
+def average_checkpoints(dirs: list[Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the model.safetensors of `dirs` (accumulated in float64)."""
+    from safetensors.torch import load_file
+
+    if not dirs:
+        raise ValueError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    dtypes = {}
+    for d in dirs:
+        for k, t in load_file(Path(d) / "model.safetensors").items():
+            dtypes[k] = t.dtype
+            total[k] = total[k] + t.double() if k in total else t.double()
+    return {k: (t / len(dirs)).to(dtypes[k]) for k, t in total.items()}
+
+
+def _load_weights(model: LlamaForCausalLM, weights: dict[str, torch.Tensor], where: Any) -> None:
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{where}: weights do not fit the model ({missing=}, {unexpected=})")
+
+
 # ----------------------------------------------------------------------------- training
+def _dist() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless torch.distributed is initialised (Ray Train's DDP)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def train(
     config: TrainConfig,
     data_dir: Path,
     out_dir: Path,
     metrics_path: Path | None = None,
     progress: bool = False,
+    init: InitSource | None = None,
 ) -> dict[str, Any]:
-    """Train one proxy model into out_dir/checkpoint and return a summary.
+    """Train one proxy model into out_dir/checkpoint and return a summary (also written to
+    out_dir/summary.json).
 
     If out_dir holds resumable checkpoints from an earlier, interrupted call (same config and
     data, else ValueError), training continues from the newest complete one and the metrics file
-    keeps its lines up to that step; otherwise training starts fresh and the metrics file is
-    rewritten.
+    keeps its lines up to that step; otherwise training starts fresh (from `init`'s weights with
+    config.init_from, resolved from the path when not given) and the metrics file is rewritten.
+
+    Under torch.distributed (DDP), every rank runs this: each takes its share of every batch,
+    rank 0 alone writes metrics and checkpoints.
     """
     import torch
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    rank, world = _dist()
     meta = json.loads((data_dir / "meta.json").read_text())
     data = PackedSequences(data_dir, meta)
     seq_len = data.seq_len
     steps = config.total_steps(seq_len)
     tokens_per_step = config.tokens_per_step(seq_len)
     identity = run_identity(config, meta)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split over {world} workers")
+    per_rank = config.batch_size // world
+
+    if config.init_from and init is None:
+        init = resolve_init(config.init_from)
+    replay_dir = None
+    if init is not None and config.replay > 0:
+        replay_dir = Path(config.replay_data) if config.replay_data else init.data_dir
+        if replay_dir is None:
+            raise ValueError(f"replay {config.replay}: the data {init.checkpoint} was trained "
+                             "on is unknown; set train.replay_data to a tokenized data dir or "
+                             "train.replay: 0")
+        replay_meta = json.loads((replay_dir / "meta.json").read_text())
+        if replay_meta["vocab_size"] != meta["vocab_size"]:
+            raise ValueError(f"replay data {replay_dir}: vocabulary {replay_meta['vocab_size']}, "
+                             f"this run's {meta['vocab_size']}")
+        data.add(replay_dir, replay_meta, REPLAY)
+    pools, probs = mixture_pools(data, config, replay=replay_dir is not None)
 
     device = resolve_device(config.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())  # set by Ray Train per rank
     use_bf16 = config.dtype == "bf16" or (config.dtype == "auto" and device.type == "cuda")
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
@@ -527,26 +896,38 @@ def train(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)
-    model = build_model(config.preset, meta["vocab_size"], seq_len, meta["eos_id"]).to(device)
+    if init is not None:
+        model = load_init_model(init, config.preset, meta, data_dir)
+    else:
+        model = build_model(config.preset, meta["vocab_size"], seq_len, meta["eos_id"])
+    model = model.to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
     optimizer = make_optimizer(model, config, fused=device.type == "cuda")
-    order = DataOrder(len(data), config.seed)
+    order = Mixture(pools, config.seed)
 
     # carry on from the newest complete checkpoint an earlier (killed) call left behind
-    _remove_temp_dirs(out_dir)
+    if rank == 0:
+        _remove_temp_dirs(out_dir)
+    _barrier(world)
     start, resumed_from, loss_value, elapsed_before = 0, None, float("nan"), 0.0
     if saved := complete_checkpoints(out_dir):
         start, ckpt = saved[-1]
         state = read_train_state(ckpt, config, identity)  # refuses another config or data
         load_train_state(ckpt, state, model, optimizer, device)
-        order = DataOrder(len(data), config.seed, **state["data_order"])
+        order = Mixture(pools, config.seed, state["data_order"])
         loss_value, elapsed_before, resumed_from = state["loss"], state["elapsed_s"], start
         log.info("resuming %s from step %d of %d", out_dir, start, steps)
-    fwd = torch.compile(model) if config.compile else model
+    fwd: Any = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        fwd = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if config.compile:
+        fwd = torch.compile(fwd)
 
     metrics_file = None
-    if metrics_path is not None:
+    if metrics_path is not None and rank == 0:
         metrics_path = Path(metrics_path)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         if resumed_from is None:
@@ -556,7 +937,7 @@ def train(
             metrics_file = metrics_path.open("a")
 
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=f"train {config.preset}", unit="step")
@@ -567,16 +948,22 @@ def train(
             lr = lr_at(step, steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            p = probs(step, steps)
 
             loss_sum = torch.zeros((), device=device)
-            for _ in range(config.grad_accum):
-                batch = data.get(order.take(config.batch_size))
+            for micro in range(config.grad_accum):
+                # every rank draws the same global batch and keeps its slice of it
+                rows = order.take(config.batch_size, p, step, micro)
+                batch = data.get(rows[rank * per_rank:(rank + 1) * per_rank])
                 input_ids = torch.from_numpy(batch).to(device, non_blocking=True)
-                with autocast:
-                    # labels = inputs: the model shifts them internally for next-token loss
-                    loss = fwd(input_ids=input_ids, labels=input_ids, use_cache=False).loss
-                # scale so the accumulated gradient is the mean over micro-batches
-                (loss / config.grad_accum).backward()
+                # DDP: all-reduce the gradients once, on the last micro-batch
+                sync = world == 1 or micro == config.grad_accum - 1
+                with nullcontext() if sync else fwd.no_sync():
+                    with autocast:
+                        # labels = inputs: the model shifts them internally for next-token loss
+                        loss = fwd(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+                    # scale so the accumulated gradient is the mean over micro-batches
+                    (loss / config.grad_accum).backward()
                 loss_sum += loss.detach()
 
             # returns the norm before clipping; an infinite max norm only measures it
@@ -591,10 +978,15 @@ def train(
             every = config.checkpoint_every
             save_now = every > 0 and (done % every == 0 or last)
             if log_now or save_now:
+                if world > 1:  # the mean over ranks is the global batch's loss
+                    import torch.distributed as dist
+
+                    dist.all_reduce(loss_sum)
+                    loss_sum /= world
                 # .item() syncs the device, so only on logging and checkpoint steps
                 loss_value = loss_sum.item() / config.grad_accum
                 elapsed = time.perf_counter() - t0
-            if log_now:
+            if log_now and rank == 0:
                 record = {
                     "step": done,
                     "loss": loss_value,
@@ -609,7 +1001,7 @@ def train(
                     metrics_file.flush()  # so a watcher can tail the file live
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
-            if save_now:
+            if save_now and rank == 0:
                 state = {
                     "step": done,
                     "tokens": done * tokens_per_step,
@@ -637,13 +1029,19 @@ def train(
             bar.close()
     seconds = time.perf_counter() - t0
 
+    averaged: list[int] = []
+    if config.average_last > 1 and rank == 0:
+        # the last k checkpoints (the final step is one): their mean is the final model
+        last_k = complete_checkpoints(out_dir)[-config.average_last:]
+        averaged = [s for s, _ in last_k]
+        _load_weights(model, average_checkpoints([d for _, d in last_k]), out_dir)
+
     ckpt = out_dir / "checkpoint"
-    _write_dir(ckpt, lambda tmp: save_checkpoint(model, data_dir, meta, tmp))
     tokens = steps * tokens_per_step
     fpt = flops_per_token(model.config, seq_len)
     model_flops_per_s = fpt * tokens / seconds
     peak = config.peak_flops or known_peak_flops(device, use_bf16)
-    return {
+    summary = {
         "steps": steps,
         "tokens": tokens,
         "final_loss": loss_value,
@@ -657,8 +1055,25 @@ def train(
         "checkpoint": str(ckpt),
         "resumed_from_step": resumed_from,
         "seed": config.seed,
+        "workers": world,
+        "init_from": str(init.checkpoint) if init is not None else None,
+        "replay_data": str(replay_dir) if replay_dir is not None else None,
+        "averaged_steps": averaged,
         **identity,
     }
+    if rank == 0:
+        info = {"data_dir": os.path.relpath(data_dir.resolve(), ckpt.resolve()),
+                "init_from": summary["init_from"], "steps": steps, "tokens": tokens,
+                "averaged_steps": averaged, "seed": config.seed}
+
+        def write_final(tmp: Path) -> None:
+            save_checkpoint(model, data_dir, meta, tmp)
+            (tmp / INIT_INFO).write_text(json.dumps(info, indent=1))
+
+        _write_dir(ckpt, write_final)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    _barrier(world)
+    return summary
 
 
 def train_seeds(

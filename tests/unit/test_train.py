@@ -34,7 +34,7 @@ METRIC_KEYS = {"step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "ela
 SUMMARY_KEYS = {
     "steps", "tokens", "final_loss", "params", "seconds", "tokens_per_s", "flops_per_token",
     "model_flops_per_s", "peak_flops", "mfu", "checkpoint", "resumed_from_step", "seed",
-    "config_hash", "data_hash",
+    "config_hash", "data_hash", "workers", "init_from", "replay_data", "averaged_steps",
 }
 
 
