@@ -25,8 +25,8 @@ from prefect.cache_policies import NO_CACHE
 from infra import dask as dask_engine
 from infra import ray as ray_engine
 from infra.env import data_root as resolve_data_root
+from tasks import dedup_index, ingest, report, rewrite, tokenize
 from tasks import filter as filter_stage
-from tasks import ingest, report, rewrite, tokenize
 from tasks.catalog import Catalog
 from tasks.filters import dedup, minhash
 from tasks.filters.base import get_filter
@@ -186,11 +186,14 @@ def rewrite_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
 def score_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     fcfg = ctx.recipe.stages.filter
     ded = fcfg.exact_dedup.model_dump() if fcfg.exact_dedup else None
+    url = fcfg.url_dedup.model_dump() if fcfg.url_dedup else None
     # only what changes scores goes into this version: thresholds live in the decide step
     near = fcfg.minhash_dedup
     config = {"filters": {n: {"score_version": get_filter(n).SCORE_VERSION, **c.score_params()}
                           for n, c in fcfg.filters.items()},
+              "order": list(fcfg.filters),  # edit steps change the text the next steps see
               "exact_dedup": ded,
+              "url_dedup": url,
               "minhash_dedup": ({"score_version": minhash.SCORE_VERSION, **near.score_params()}
                                 if near else None)}
 
@@ -199,39 +202,82 @@ def score_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
         for rel in upstream["outputs"]["kept"]:
             k = _shard_key(rel)
             jobs.append((k, (_abs(ctx, rel), str(sd.path / "scored" / f"part-{k}.parquet"),
-                             fcfg.filters, ded, near)))
+                             fcfg.filters, ded, near, url)))
         stats = _sharded(sd, filter_stage.score_shard, jobs, "score")
         return {**merge_counts(stats), "outputs": {"kept": [sd.rel(a[1]) for _, a in jobs]}}
 
     return run_stage(ctx, "score", config, [upstream["version"]], compute)
 
 
+def _without(keys: Any, seen: Any) -> Any:
+    """``keys`` minus the (shard, row) pairs in ``seen``."""
+    import numpy as np
+    import pyarrow as pa
+
+    def code(t: Any) -> Any:
+        return (t.column("shard").to_numpy().astype(np.int64) << 40) | t.column("row").to_numpy()
+
+    if len(seen) == 0:
+        return keys
+    return keys.filter(pa.array(~np.isin(code(keys), code(seen))))
+
+
+def _drops_by_shard(drops: list[dict[str, list[int]]], rule: str, t: Any) -> None:
+    for s, r in zip(t.column("shard").to_pylist(), t.column("row").to_pylist(), strict=True):
+        drops[s].setdefault(rule, []).append(r)
+
+
 @task(name="filter", cache_policy=NO_CACHE)
 def filter_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow as pa
+
     fcfg = ctx.recipe.stages.filter
     config = fcfg.model_dump()
+    exact, near = fcfg.exact_dedup is not None, fcfg.minhash_dedup is not None
+    url = fcfg.url_dedup is not None
+    index = fcfg.dedup_index if (exact or near or url) else None
+    inputs = [upstream["version"]]
+    parts: list[dict[str, Any]] = []
+    if index:
+        # the index parts seen are an input: a new part elsewhere means a new decision here
+        parts = dedup_index.snapshot(ctx.catalog, index, upstream["version"])
+        inputs += [f"dedup_index:{index}:{p['stage_version']}" for p in parts]
+        for p in parts:
+            p["files"] = [_abs(ctx, f) for f in p["files"]]
 
     def compute(sd: StageDir) -> dict[str, Any]:
         scored = [_abs(ctx, rel) for rel in upstream["outputs"]["kept"]]
-        drops: list[list[int] | None] = [None] * len(scored)
+        drops: list[dict[str, list[int]]] = [{} for _ in scored]
         near_by_shard: list[Any] = [None] * len(scored)
-        exact, near = fcfg.exact_dedup is not None, fcfg.minhash_dedup is not None
-        if exact or near:
+        if exact or near or url:
             # pass 1: keys of docs passing the rules, from every shard; survivors chosen here
             cands = dask_engine.map_shards(
                 filter_stage.dedup_candidates,
-                [(p, i, fcfg.filters, exact, near) for i, p in enumerate(scored)], "dedup keys")
-            import pyarrow as pa
-
-            if exact:
-                dup = dedup.duplicates(pa.concat_tables([c["exact"] for c in cands]))
-                drops = [[] for _ in scored]
-                for s, r in zip(dup.column("shard").to_pylist(), dup.column("row").to_pylist(),
-                                strict=True):
-                    drops[s].append(r)
+                [(p, i, fcfg.filters, exact, near, url) for i, p in enumerate(scored)],
+                "dedup keys")
+            for on, key, rule, seen_rule, col, unique in (
+                (exact, "exact", dedup.RULE, dedup_index.SEEN_EXACT, dedup.HASH_COLUMN,
+                 dedup.duplicates),
+                (url, "url", dedup.URL_RULE, dedup_index.SEEN_URL, dedup.URL_HASH_COLUMN,
+                 dedup.duplicates),
+            ):
+                if not on:
+                    continue
+                keys = pa.concat_tables([c[key] for c in cands])
+                if parts:
+                    seen = dedup_index.seen_keys(keys, parts, col)
+                    _drops_by_shard(drops, seen_rule, seen)
+                    keys = _without(keys, seen)
+                _drops_by_shard(drops, rule, unique(keys))
             if near:
-                cl = minhash.clusters(pa.concat_tables([c["near"] for c in cands]),
-                                      threshold=fcfg.minhash_dedup.threshold)
+                keys = pa.concat_tables([c["near"] for c in cands])
+                if parts:
+                    seen = dedup_index.seen_near(keys, parts, minhash.BANDS_COLUMN,
+                                                 minhash.SIG_COLUMN,
+                                                 fcfg.minhash_dedup.threshold)
+                    _drops_by_shard(drops, dedup_index.SEEN_NEAR, seen)
+                    keys = _without(keys, seen)
+                cl = minhash.clusters(keys, threshold=fcfg.minhash_dedup.threshold)
                 shard_col = cl.column("shard").to_numpy()
                 for i in range(len(scored)):
                     near_by_shard[i] = cl.filter(pa.array(shard_col == i))
@@ -240,13 +286,21 @@ def filter_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
             k = _shard_key(p)
             jobs.append((k, (p, str(sd.path / "kept" / f"part-{k}.parquet"),
                              str(sd.path / "rejected" / f"part-{k}.parquet"), fcfg.filters,
-                             drops[i], near_by_shard[i])))
+                             drops[i], near_by_shard[i],
+                             str(sd.path / "index" / f"part-{k}.parquet") if index else None)))
         stats = _sharded(sd, filter_stage.decide_shard, jobs, "filter")
-        return {**merge_counts(stats), "outputs": {
-            "kept": [sd.rel(a[1]) for _, a in jobs],
-            "rejected": [sd.rel(a[2]) for _, a in jobs]}}
+        outputs = {"kept": [sd.rel(a[1]) for _, a in jobs],
+                   "rejected": [sd.rel(a[2]) for _, a in jobs]}
+        if index:
+            outputs["index"] = [sd.rel(a[6]) for _, a in jobs]
+        return {**merge_counts(stats), "outputs": outputs}
 
-    return run_stage(ctx, "filter", config, [upstream["version"]], compute)
+    manifest = run_stage(ctx, "filter", config, inputs, compute)
+    if index:
+        dedup_index.register(ctx.catalog, index, manifest["version"], upstream["version"],
+                             manifest["outputs"]["index"],
+                             manifest["docs_kept"], ctx.run_id)
+    return manifest
 
 
 @task(name="tokenize", cache_policy=NO_CACHE)

@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS decisions (
   decided_at TIMESTAMPTZ, run_a VARCHAR, run_b VARCHAR, task VARCHAR, metric VARCHAR,
   a DOUBLE, b DOUBLE, diff DOUBLE, ci_low DOUBLE, ci_high DOUBLE, mde DOUBLE, items BIGINT,
   seeds BIGINT, verdict VARCHAR);
+CREATE TABLE IF NOT EXISTS dedup_index (
+  name VARCHAR, seq BIGINT, stage_version VARCHAR, upstream VARCHAR, files JSON, docs BIGINT,
+  run_id VARCHAR, added_at TIMESTAMPTZ);
 """
 
 STAGE_COLUMNS = ["stage", "version", "docs_in", "docs_kept", "docs_rejected", "seconds",

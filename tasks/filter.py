@@ -26,14 +26,23 @@ from tasks.store import write_parquet
 
 def score_table(
     table: pa.Table, filters: Mapping[str, FilterConfig], exact_dedup: Mapping[str, Any] | None,
-    near_dedup: FilterConfig | None = None,
+    near_dedup: FilterConfig | None = None, url_dedup: Mapping[str, Any] | None = None,
 ) -> pa.Table:
-    """The input table plus all score columns."""
+    """The input table plus all score columns, in recipe order. An edit step (a module with
+    ``edit``: ``c4_lines``, ``pii``) replaces ``text``; the steps after it, and the dedup
+    hashes, see the edited text."""
     out = table
     for name, cfg in filters.items():
-        scores = get_filter(name).score(table, cfg)
+        module = get_filter(name)
+        edit = getattr(module, "edit", None)
+        if edit is not None:
+            text, scores = edit(out, cfg)
+            out = out.set_column(out.schema.get_field_index("text"), "text", text)
+        else:
+            scores = module.score(out, cfg)
         for col_name in scores.column_names:
             out = out.append_column(col_name, scores.column(col_name))
+    table = out
     if exact_dedup is not None:
         h = dedup.hash_texts(table.column("text").combine_chunks(),
                              exact_dedup.get("lowercase", True),
@@ -43,20 +52,27 @@ def score_table(
         mh = minhash.hash_texts(table.column("text"), near_dedup)
         for name in mh.column_names:
             out = out.append_column(name, mh.column(name))
+    if url_dedup is not None:
+        urls = (table.column("url") if "url" in table.column_names
+                else pa.nulls(len(table), pa.string()))
+        out = out.append_column(dedup.URL_HASH_COLUMN,
+                                dedup.hash_urls(urls, url_dedup.get("drop_query", False)))
     return out
 
 
 def score_shard(
     in_path: str, out_path: str, filters: Mapping[str, FilterConfig],
     exact_dedup: Mapping[str, Any] | None, near_dedup: FilterConfig | None = None,
+    url_dedup: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     pf = pq.ParquetFile(in_path)
-    tables = [score_table(pa.Table.from_batches([rb]), filters, exact_dedup, near_dedup)
+    tables = [score_table(pa.Table.from_batches([rb]), filters, exact_dedup, near_dedup, url_dedup)
               for rb in pf.iter_batches(batch_size=5_000)]
     if tables:
         t = pa.concat_tables(tables)
     else:  # an empty shard still gets a (typed) scored file
-        t = score_table(pf.schema_arrow.empty_table(), filters, exact_dedup, near_dedup)
+        t = score_table(pf.schema_arrow.empty_table(), filters, exact_dedup, near_dedup,
+                        url_dedup)
     write_parquet(t, Path(out_path), row_group_rows=pf.metadata.row_group(0).num_rows
                   if pf.metadata.num_row_groups else None)
     return {"docs_in": len(t), "docs_kept": len(t), "docs_rejected": 0}
@@ -81,58 +97,76 @@ def first_failure(
 
 def dedup_candidates(
     scored_path: str, shard: int, filters: Mapping[str, FilterConfig], exact: bool = True,
-    near: bool = False,
+    near: bool = False, url: bool = False,
 ) -> dict[str, pa.Table]:
-    """Pass 1: for docs that pass every rule, the exact-dedup keys (hash, shard, row) and the
-    near-dedup keys (shard, row, bands, sig) — small columns, never the texts."""
-    t = _read_scores(scored_path, filters, exact, near)
+    """Pass 1: for docs that pass every rule, the exact-dedup keys (hash, shard, row), the URL
+    keys (hash, shard, row; docs with a URL only) and the near-dedup keys (shard, row, bands,
+    sig) — small columns, never the texts."""
+    t = _read_scores(scored_path, filters, exact, near, url)
     reason, _ = first_failure(t, filters)
     rows = np.flatnonzero(reason == "")
     out: dict[str, pa.Table] = {}
-    if exact:
-        out["exact"] = pa.table({
-            "hash": t.column(dedup.HASH_COLUMN).take(pa.array(rows)),
-            "shard": pa.array(np.full(len(rows), shard, dtype=np.int32)),
-            "row": pa.array(rows.astype(np.int64)),
-        })
+    for on, key, col in ((exact, "exact", dedup.HASH_COLUMN),
+                         (url, "url", dedup.URL_HASH_COLUMN)):
+        if on:
+            keys = pa.table({
+                "hash": t.column(col).take(pa.array(rows)),
+                "shard": pa.array(np.full(len(rows), shard, dtype=np.int32)),
+                "row": pa.array(rows.astype(np.int64)),
+            })
+            out[key] = keys.filter(pc.is_valid(keys.column("hash")))
     if near:
         out["near"] = minhash.candidates(t, shard, rows)
     return out
 
 
 def _read_scores(path: str, filters: Mapping[str, FilterConfig], exact: bool,
-                 near: bool = False) -> pa.Table:
+                 near: bool = False, url: bool = False) -> pa.Table:
     schema = pq.read_schema(path)
     prefixes = tuple(f"{name}_" for name in filters)
     cols = [c for c in schema.names if c.startswith(prefixes) and c not in DOC_COLUMNS]
     if exact:
         cols.append(dedup.HASH_COLUMN)
+    if url:
+        cols.append(dedup.URL_HASH_COLUMN)
     if near:
         cols += [minhash.BANDS_COLUMN, minhash.SIG_COLUMN]
     cols.append("lang")
     return pq.read_table(path, columns=cols)
 
 
+INDEX_COLUMNS = (dedup.HASH_COLUMN, dedup.URL_HASH_COLUMN, minhash.BANDS_COLUMN,
+                 minhash.SIG_COLUMN)
+
+
 def decide_shard(
     scored_path: str, kept_path: str, rejected_path: str,
-    filters: Mapping[str, FilterConfig], drop_rows: list[int] | None,
-    near: pa.Table | None = None,
+    filters: Mapping[str, FilterConfig],
+    drop_rows: list[int] | Mapping[str, list[int]] | None,
+    near: pa.Table | None = None, index_path: str | None = None,
 ) -> dict[str, Any]:
     """Pass 2: apply thresholds (+ the dedup drop lists) and write kept / rejected docs.
 
+    ``drop_rows``: rule name -> rows the driver's dedup passes drop, applied in that order
+    after the filters' rules (a plain list means ``exact_dedup.duplicate``).
     ``near``: this shard's rows of ``minhash.clusters`` (row, cluster_shard, cluster_row,
-    cluster_size, dropped); every doc it covers gets its cluster id and size."""
+    cluster_size, dropped); every doc it covers gets its cluster id and size.
+    ``index_path``: also write the kept docs' dedup keys there (a part of the persistent
+    dedup index, tasks/dedup_index.py)."""
     t = pq.read_table(scored_path)
+    keys = t.select([c for c in INDEX_COLUMNS if c in t.column_names])
     # the signatures served their purpose in the score step's output; don't copy them on
     t = t.drop_columns([c for c in (minhash.SIG_COLUMN, minhash.BANDS_COLUMN)
                         if c in t.column_names])
     reason, counts = first_failure(t, filters)
-    if drop_rows is not None:
+    if drop_rows is not None and not isinstance(drop_rows, Mapping):
+        drop_rows = {dedup.RULE: drop_rows}
+    for rule, rows in (drop_rows or {}).items():
         mask = np.zeros(len(t), dtype=bool)
-        mask[np.asarray(drop_rows, dtype=np.int64)] = True
+        mask[np.asarray(rows, dtype=np.int64)] = True
         newly = mask & (reason == "")
-        reason[newly] = dedup.RULE
-        counts[dedup.RULE] = {"alone": int(mask.sum()), "first": int(newly.sum())}
+        reason[newly] = rule
+        counts[rule] = {"alone": int(mask.sum()), "first": int(newly.sum())}
     if near is not None:
         rows = near.column("row").to_numpy()
         cluster = np.full(len(t), None, dtype=object)
@@ -151,6 +185,8 @@ def decide_shard(
                             pa.array(np.where(size > 0, size, None).tolist(), pa.int64()))
     keep = reason == ""
     write_parquet(t.filter(pa.array(keep)), Path(kept_path))
+    if index_path is not None:
+        write_parquet(keys.filter(pa.array(keep)), Path(index_path))
     rej = t.filter(pa.array(~keep))
     rej = with_reject(rej, "filter", pa.array(reason[~keep].tolist(), pa.string()))
     write_parquet(rej, Path(rejected_path))

@@ -95,6 +95,11 @@ class ExactDedupConfig(Strict):
     collapse_whitespace: bool = Field(True, description="hash text with whitespace runs as one")
 
 
+class UrlDedupConfig(Strict):
+    drop_query: bool = Field(False, description="treat URLs differing only in their query "
+                             "string as one (tracking parameters are always ignored)")
+
+
 class FilterStageConfig(Strict):
     # filter name (tasks/filters/base.py REGISTRY) -> its parameters; applied in this order
     filters: dict[str, SerializeAsAny[FilterConfig]] = Field(
@@ -104,6 +109,14 @@ class FilterStageConfig(Strict):
         default_factory=ExactDedupConfig, description="null turns exact dedup off")
     minhash_dedup: MinHashConfig | None = Field(
         None, description="near-duplicate dedup (MinHash-LSH); null = off")
+    url_dedup: UrlDedupConfig | None = Field(
+        None, description="one document per normalised URL (docs without a URL pass); "
+        "null = off")
+    dedup_index: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="name of a persistent dedup index shared across runs: documents "
+        "already kept by an earlier run into it are dropped (*.seen_before), and this run's "
+        "kept documents are added (docs/filters.md); null = dedup within the run only")
 
     @field_validator("filters", mode="before")
     @classmethod
@@ -222,6 +235,7 @@ def _doc_models() -> list[tuple[str, type[BaseModel]]]:
         ("stages.ingest", IngestConfig), ("stages.rewrite", RewriteConfig),
         ("stages.filter", FilterStageConfig), ("stages.filter.exact_dedup", ExactDedupConfig),
         ("stages.filter.minhash_dedup", MinHashConfig),
+        ("stages.filter.url_dedup", UrlDedupConfig),
     ]
     models += [(f"stages.filter.filters.{n}", get_filter(n).Config) for n in REGISTRY]
     models += [("stages.tokenize", TokenizeConfig), ("stages.train", _train_config_cls()),

@@ -12,6 +12,12 @@ A filter module (one file in tasks/filters/) declares
   FAIL it. Rule names are ``<NAME>.<rule>``. Null means "rule does not apply" (e.g. a word-count
   rule on a language written without spaces) and never rejects.
 
+An *edit step* (``c4_lines``, ``pii``) is a filter module that also defines
+``edit(table, config) -> (text, scores)``: it rewrites ``text`` before the steps after it in the
+recipe score it, and its score columns record what it changed (lines removed, placeholders put
+in). Its rules may reject (an edit that leaves nothing) or be empty. Every parameter of an edit
+step that changes the text is a score parameter.
+
 The registry below maps recipe keys to modules, so adding a filter is one file plus one line
 here and one recipe line.
 """
@@ -52,6 +58,10 @@ REGISTRY: dict[str, str] = {
     "gopher_repetition": "tasks.filters.gopher_repetition",
     "fineweb_quality": "tasks.filters.fineweb",
     "c4_quality": "tasks.filters.c4",
+    "c4_lines": "tasks.filters.c4_lines",
+    "pii": "tasks.filters.pii",
+    "url_blocklist": "tasks.filters.url_blocklist",
+    "word_blocklist": "tasks.filters.word_blocklist",
 }
 
 

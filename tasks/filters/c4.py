@@ -3,17 +3,18 @@ Transfer Learning", section 2.2; rules and defaults as in datatrove's ``C4Qualit
 the TFDS ``c4_utils`` it follows).
 
 C4 both EDITS documents (drops the lines its line rules reject) and rejects documents. This
-module only scores and rejects: it never rewrites ``text``. The line-editing modifier is out of
-scope here; instead the scores count the lines the line rules WOULD remove, and the sentence
-count is taken over the lines they would keep, so ``min_sentences`` decides exactly as C4 does
-after its line edits.
+module only scores and rejects: it never rewrites ``text``; the edit is the separate ``c4_lines``
+step (tasks/filters/c4_lines.py, same line rules, listed before this filter in a recipe). The
+scores count the lines the line rules WOULD remove, and the sentence count is taken over the
+lines they would keep, so ``min_sentences`` decides exactly as C4 does after its line edits.
 
 Line rules (a *line* is a non-blank line of ``str.splitlines()``, stripped; a line is *flagged*
 when any enabled rule removes it):
 
 - ``max_word_length``: a whitespace token longer than 1000 characters.
-- ``filter_no_terminal_punct``: after removing Wikipedia-style citation marks (``[1]``,
-  ``[edit]``, ``[citation needed]``, when ``remove_citations``), the line does not end in
+- ``remove_citations``: Wikipedia-style citation marks (``[1]``, ``[edit]``, ``[citation
+  needed]``) are removed from the line first (a line left empty is removed).
+- ``filter_no_terminal_punct``: the line does not end in
   terminal punctuation (``Config.terminal_punct``: ``. ! ? " '``, typographic closing quotes,
   and the full stops / question / exclamation marks of other scripts such as CJK ``。 ！ ？``),
   or it ends in an ellipsis (``...`` / ``…``).
@@ -69,7 +70,7 @@ from tasks.filters import text as tx
 from tasks.filters.base import FilterConfig
 
 NAME = "c4_quality"
-SCORE_VERSION = 1
+SCORE_VERSION = 2  # 2: citations removed anywhere in a line
 
 SCORE_SCHEMA = pa.schema(
     [
@@ -95,36 +96,24 @@ _SPACED_ENDS = "".join(c for c in tx.SENTENCE_END + "…" if c not in "。！？
 _CJK_ENDS = "。！？．｡"
 
 
-class Config(FilterConfig):
-    """C4's published rules and defaults, document-level (no line editing)."""
+LINE_RULE_FIELDS: frozenset[str] = frozenset(
+    {
+        "remove_citations",
+        "filter_no_terminal_punct",
+        "min_words_per_line",
+        "max_word_length",
+        "filter_javascript",
+        "filter_policy",
+        "policy_substrings",
+        "terminal_punct",
+        "no_space_langs",
+    }
+)
 
-    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "remove_citations",
-            "filter_no_terminal_punct",
-            "min_words_per_line",
-            "max_word_length",
-            "filter_javascript",
-            "filter_policy",
-            "policy_substrings",
-            "terminal_punct",
-            "no_space_langs",
-        }
-    )
 
-    # document rules (thresholds)
-    min_sentences: int = Field(
-        5, ge=0, description="reject when the kept lines hold fewer sentences; 0 = off"
-    )
-    filter_lorem_ipsum: bool = Field(True, description='reject text containing "lorem ipsum"')
-    filter_curly_bracket: bool = Field(
-        True, description='reject text containing "{" (trips on code documentation)'
-    )
-    filter_all_lines_flagged: bool = Field(
-        True, description="reject when the line rules would remove every line"
-    )
+class LineRules(FilterConfig):
+    """C4's line rules (shared by this filter's scores and the ``c4_lines`` edit step)."""
 
-    # line rules (scores)
     remove_citations: bool = Field(
         True, description="ignore [1], [edit], [citation needed] at line ends (score)"
     )
@@ -154,6 +143,24 @@ class Config(FilterConfig):
     )
 
 
+class Config(LineRules):
+    """C4's published rules and defaults, document-level (the ``c4_lines`` step edits)."""
+
+    SCORE_FIELDS: ClassVar[frozenset[str]] = LINE_RULE_FIELDS
+
+    # document rules (thresholds)
+    min_sentences: int = Field(
+        5, ge=0, description="reject when the kept lines hold fewer sentences; 0 = off"
+    )
+    filter_lorem_ipsum: bool = Field(True, description='reject text containing "lorem ipsum"')
+    filter_curly_bracket: bool = Field(
+        True, description='reject text containing "{" (trips on code documentation)'
+    )
+    filter_all_lines_flagged: bool = Field(
+        True, description="reject when the line rules would remove every line"
+    )
+
+
 # --------------------------------------------------------------------------- sentences
 
 
@@ -180,21 +187,72 @@ def count_sentences(line: str) -> int:
 # --------------------------------------------------------------------------- score
 
 
+class LineJudge:
+    """C4's line rules compiled once per config: ``kept_lines(text, lang)`` returns the
+    stripped non-blank lines the rules keep (citations removed when ``remove_citations``) and
+    the number of lines."""
+
+    def __init__(self, c: LineRules) -> None:
+        self.c = c
+        self.is_no_space = tx.NoSpaceLangs(c.no_space_langs)
+        self.terminal = tuple(c.terminal_punct)
+        policy = [p.lower() for p in c.policy_substrings if p] if c.filter_policy else []
+        self.policy_search = re.compile("|".join(map(re.escape, policy))).search if policy else None
+
+    def kept_lines(self, text: str, lang: str | None,
+                   low: str | None = None) -> tuple[list[str], int]:
+        c = self.c
+        low = text.lower() if low is None else low
+        lines = list(filter(None, map(str.strip, text.splitlines())))
+        # document-level pre-checks: per-line tests run only when the document can fail them
+        long_word = c.max_word_length
+        word_rules = not self.is_no_space(lang)
+        check_long = (
+            word_rules
+            and long_word is not None
+            and len(text) > long_word
+            and max(map(len, text.split()), default=0) > long_word
+        )
+        min_words = c.min_words_per_line
+        check_words = word_rules and min_words > 0
+        check_js = c.filter_javascript and "javascript" in low
+        policy_search = self.policy_search
+        check_policy = policy_search is not None and policy_search(low) is not None
+        check_punct = c.filter_no_terminal_punct
+        cite = c.remove_citations
+        terminal = self.terminal
+
+        kept: list[str] = []
+        for line in lines:
+            if cite and "[" in line:
+                line = _CITATION.sub("", line).strip()
+                if not line:
+                    continue
+            if check_punct and (not line.endswith(terminal) or line.endswith(tx.ELLIPSES)):
+                continue
+            if check_words or check_long:
+                tokens = line.split()
+                if (check_words and len(tokens) < min_words) or (
+                    check_long and max(map(len, tokens)) > long_word  # type: ignore[operator]
+                ):
+                    continue
+            if check_js or check_policy:
+                line_low = line.lower()
+                if (check_js and "javascript" in line_low) or (
+                    check_policy and policy_search(line_low) is not None  # type: ignore[misc]
+                ):
+                    continue
+            kept.append(line)
+        return kept, len(lines)
+
+
 def score(table: pa.Table, config: FilterConfig) -> pa.Table:
     """One row of ``c4_quality_*`` columns per input row, same order."""
     if not isinstance(config, Config):
         raise TypeError(f"{NAME}.score needs a {__name__}.Config, got {type(config).__name__}")
-    c = config
     texts, langs = tx.texts_and_langs(table)
-    is_no_space = tx.NoSpaceLangs(c.no_space_langs)
+    judge = LineJudge(config)
     boundaries = _boundary_re().findall
-    terminal = tuple(c.terminal_punct)
-    policy = [p.lower() for p in c.policy_substrings if p] if c.filter_policy else []
-    policy_search = re.compile("|".join(map(re.escape, policy))).search if policy else None
-    long_word = c.max_word_length
-    min_words = c.min_words_per_line
-    check_punct = c.filter_no_terminal_punct
-    cite = c.remove_citations
 
     n_sentences: list[int] = []
     lorem: list[bool] = []
@@ -206,47 +264,10 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
         low = text.lower()
         lorem.append("lorem ipsum" in low)
         curly.append("{" in text)
-        lines = list(filter(None, map(str.strip, text.splitlines())))
-        total.append(len(lines))
-
-        # document-level pre-checks: per-line tests run only when the document can fail them
-        word_rules = not is_no_space(lang)
-        check_long = (
-            word_rules
-            and long_word is not None
-            and len(text) > long_word
-            and max(map(len, text.split()), default=0) > long_word
-        )
-        check_words = word_rules and min_words > 0
-        check_js = c.filter_javascript and "javascript" in low
-        check_policy = policy_search is not None and policy_search(low) is not None
-
-        n_flagged = n_sent = 0
-        for line in lines:
-            if check_punct:
-                end = line
-                if cite and end.endswith("]"):
-                    end = _CITATION.sub("", end).rstrip()
-                if not end.endswith(terminal) or end.endswith(tx.ELLIPSES):
-                    n_flagged += 1
-                    continue
-            if check_words or check_long:
-                tokens = line.split()
-                if (check_words and len(tokens) < min_words) or (
-                    check_long and max(map(len, tokens)) > long_word
-                ):
-                    n_flagged += 1
-                    continue
-            if check_js or check_policy:
-                line_low = line.lower()
-                if (check_js and "javascript" in line_low) or (
-                    check_policy and policy_search(line_low) is not None
-                ):
-                    n_flagged += 1
-                    continue
-            n_sent += 1 + len(boundaries(line))
-        n_sentences.append(n_sent)
-        flagged.append(n_flagged)
+        kept, n_lines = judge.kept_lines(text, lang, low)
+        total.append(n_lines)
+        flagged.append(n_lines - len(kept))
+        n_sentences.append(sum(1 + len(boundaries(line)) for line in kept))
 
     columns = (n_sentences, lorem, curly, flagged, total)
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, SCORE_SCHEMA, strict=True)]

@@ -38,7 +38,7 @@ stats, decisions, fired = probe(c4, Config)
 def test_registry_and_module_constants():
     assert get_filter("c4_quality") is c4
     assert c4.NAME == "c4_quality"
-    assert c4.SCORE_VERSION == 1
+    assert c4.SCORE_VERSION == 2
 
 
 def test_published_defaults():
