@@ -303,20 +303,47 @@ def filter_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+def _given_tokenizer(ctx: RunContext) -> Path | None:
+    """The tokenizer.json to use instead of training one: with train.init_from the init run's
+    (the model only knows its ids), else a user's tokenize.tokenizer; None = train one."""
+    from tasks import train as train_lib
+
+    cfg, tcfg = ctx.recipe.stages.tokenize, ctx.recipe.train_config()
+    if cfg.tokenizer:
+        tokenize.check_tokenizer(Path(cfg.tokenizer))
+    if not tcfg.init_from:
+        return Path(cfg.tokenizer) if cfg.tokenizer else None
+    init = train_lib.resolve_init(tcfg.init_from, ctx.data_root)
+    vocab = tokenize.check_tokenizer(init.tokenizer)
+    if init.data_dir is not None and (init.data_dir / "manifest.json").is_file():
+        # BPE may stop short of vocab_size on little text: compare what the recipes asked for
+        vocab = json.loads((init.data_dir / "manifest.json").read_text())["config"]["vocab_size"]
+    if cfg.tokenizer:
+        if Path(cfg.tokenizer).read_bytes() != init.tokenizer.read_bytes():
+            raise ValueError(f"tokenize.tokenizer {cfg.tokenizer} is not the tokenizer of "
+                             f"train.init_from {tcfg.init_from!r} ({init.tokenizer}); drop one")
+    elif cfg.vocab_size != vocab:
+        raise ValueError(f"tokenize.vocab_size is {cfg.vocab_size}, but train.init_from "
+                         f"{tcfg.init_from!r} was trained with a vocabulary of {vocab}; its "
+                         f"tokenizer is reused, so set tokenize.vocab_size: {vocab}")
+    return init.tokenizer
+
+
 @task(name="tokenize", cache_policy=NO_CACHE)
 def tokenize_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     cfg = ctx.recipe.stages.tokenize
     config = cfg.model_dump()
-    if cfg.tokenizer:  # a user's tokenizer: its content, not its path, is the input
+    given = _given_tokenizer(ctx)
+    if given is not None:  # a given tokenizer: its content, not its path, is the input
         import hashlib
 
-        config["tokenizer"] = hashlib.sha256(Path(cfg.tokenizer).read_bytes()).hexdigest()
+        config["tokenizer"] = hashlib.sha256(given.read_bytes()).hexdigest()
 
     def compute(sd: StageDir) -> dict[str, Any]:
         kept = [_abs(ctx, rel) for rel in upstream["outputs"]["kept"]]
         tok_path = sd.path / "tokenizer.json"
-        if cfg.tokenizer:
-            shutil.copyfile(cfg.tokenizer, tok_path)
+        if given is not None:
+            shutil.copyfile(given, tok_path)
         elif not tok_path.exists():
             dask_engine.map_shards(_train_tokenizer, [(kept, cfg, str(tok_path))], "tokenizer")
         jobs = [(_shard_key(p), (p, str(tok_path), str(sd.path), _shard_key(p), cfg.seq_len,
@@ -363,11 +390,33 @@ def _tail_metrics(path: Path, stop: threading.Event, log: Any) -> None:
             return
 
 
+def _train_workers(tcfg: Any) -> int:
+    """train.workers, or every GPU when there are several and the batch splits over them."""
+    if tcfg.workers > 1:
+        return int(tcfg.workers)
+    gpus = int(ray_engine.gpus_available())
+    if gpus > 1 and tcfg.batch_size % gpus == 0:
+        return gpus
+    if gpus > 1:
+        get_run_logger().warning("%d GPUs, but batch_size %d does not split over them: "
+                                 "training on one", gpus, tcfg.batch_size)
+    return 1
+
+
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(ctx: RunContext, upstream: dict[str, Any], tcfg: Any) -> dict[str, Any]:
-    """Train one proxy (one seed) in a Ray actor."""
+    """Train one proxy (one seed) in a Ray actor, or data-parallel under Ray Train."""
+    from tasks import train as train_lib
+
     config = tcfg.trajectory()  # bookkeeping (log/checkpoint cadence) does not change the model
     log = get_run_logger()
+    inputs = [upstream["version"]]
+    init = None
+    if tcfg.init_from:  # continual pre-training: the model it starts from is an input
+        init = train_lib.resolve_init(tcfg.init_from, ctx.data_root, seed=tcfg.seed)
+        inputs.append(f"init:{init.identity}")
+        log.info("continuing from %s (replay %.0f%% of %s)", init.checkpoint,
+                 100 * tcfg.replay, tcfg.replay_data or init.data_dir)
 
     def compute(sd: StageDir) -> dict[str, Any]:
         data_dir = _abs(ctx, upstream["outputs"]["data_dir"])
@@ -375,21 +424,32 @@ def train_task(ctx: RunContext, upstream: dict[str, Any], tcfg: Any) -> dict[str
         stop = threading.Event()
         tail = threading.Thread(target=_tail_metrics, args=(metrics, stop, log), daemon=True)
         tail.start()
-        ray = ray_engine.init()
-        actor = ray_engine.start_actor()
+        kwargs = {"config": tcfg, "data_dir": Path(data_dir), "out_dir": sd.path,
+                  "metrics_path": metrics, "init": init}
         try:
-            summary = ray.get(actor.run.remote("tasks.train:train", tcfg, Path(data_dir),
-                                               sd.path, metrics))
+            workers = _train_workers(tcfg)
+            if workers > 1:
+                log.info("training data-parallel on %d Ray Train workers", workers)
+                ray_engine.run_distributed("tasks.train:train", kwargs, workers, sd.path / "ray")
+                summary = json.loads((sd.path / "summary.json").read_text())
+            else:
+                ray = ray_engine.init()
+                actor = ray_engine.start_actor()
+                try:
+                    summary = ray.get(actor.run.remote("tasks.train:train", **kwargs))
+                finally:
+                    ray.kill(actor)
         finally:
             stop.set()
             tail.join(timeout=5)
-            ray.kill(actor)
         n = upstream["train_docs"]
         return {"docs_in": n, "docs_kept": n, "docs_rejected": 0, "summary": summary,
+                "init": {"run_id": init.run_id, "identity": init.identity,
+                         "checkpoint": str(init.checkpoint)} if init else None,
                 "outputs": {"checkpoint": sd.rel(sd.path / "checkpoint"),
                             "metrics": sd.rel(metrics)}}
 
-    manifest = run_stage(ctx, "train", config, [upstream["version"]], compute)
+    manifest = run_stage(ctx, "train", config, inputs, compute)
     rows = []
     for line in (ctx.data_root / manifest["outputs"]["metrics"]).read_text().splitlines():
         m = json.loads(line)

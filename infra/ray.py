@@ -2,7 +2,8 @@
 
 Local Ray by default (loopback, no dashboard); ``DATAMILL_RAY_ADDRESS`` joins a cluster. A stage
 runs inside an actor that asks for a GPU only when the cluster has one, so the same code runs on
-this machine's CPUs.
+this machine's CPUs; data-parallel training runs under Ray Train's TorchTrainer
+(``run_distributed``), on GPUs or CPUs alike.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -64,6 +66,36 @@ def start_actor(num_cpus: float | None = None) -> Any:
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     return ray.remote(num_gpus=gpus, num_cpus=cpus)(StageActor).options(
         runtime_env={"env_vars": env}).remote()
+
+
+def _ddp_worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: torch.distributed is set up; call the target like StageActor."""
+    StageActor().run(config["target"], **config["kwargs"])
+
+
+def run_distributed(target: str, kwargs: dict[str, Any], num_workers: int, storage: Path
+                    ) -> None:
+    """Run ``module:function(**kwargs)`` on `num_workers` Ray Train workers under a
+    TorchTrainer: DDP over one GPU each when the cluster has that many, else gloo on CPUs (one
+    core each). The target writes its own results (the trainer's rank 0 does); Ray Train's
+    run state goes to `storage`. Raises if any worker fails."""
+    init()
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = gpus_available() >= num_workers
+    # one core per CPU worker, torch's threads to match (a local Ray may inherit
+    # OMP_NUM_THREADS=1 from Dask, see start_actor)
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    trainer = TorchTrainer(
+        _ddp_worker,
+        train_loop_config={"target": target, "kwargs": kwargs},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name="ddp", storage_path=str(Path(storage).resolve()),
+                             worker_runtime_env={"env_vars": env}),
+    )
+    trainer.fit()
 
 
 def shutdown() -> None:

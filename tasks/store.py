@@ -28,8 +28,8 @@ CODE_VERSIONS = {
     "rewrite": 1,
     "score": 1,
     "filter": 1,
-    "tokenize": 2,  # 2: held-out docs keep their lang
-    "train": 1,
+    "tokenize": 3,  # 2: held-out docs keep their lang; 3: rows packed per source, indexed
+    "train": 2,  # 2: checkpoint/datamill.json (its data, for init_from), summary.json
     "evaluate": 2,  # 2: multiple-choice tasks, per-item scores
 }
 
