@@ -145,7 +145,9 @@ class TokenizeConfig(Strict):
     seq_len: int = Field(512, ge=8, description="tokens per packed training row")
     heldout_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="by hash of the doc id")
     tokenizer_train_bytes: int = Field(64 * 2**20, gt=0, description="text used to train BPE")
-    tokenizer: str | None = Field(None, description="path of a tokenizer.json to use instead")
+    tokenizer: str | None = Field(
+        None, description="path of a tokenizer.json (it needs the end-of-text token) to use "
+        "instead of training one; with train.init_from the init run's tokenizer is used")
 
 
 class EvaluateConfig(Strict):
