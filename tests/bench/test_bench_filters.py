@@ -55,7 +55,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "sample.jsonl"
 BENCH_DATA = ROOT / "data" / "bench"
 BENCH_VENV = ROOT / ".bench-venv"
-DATATROVE_PINS = ["datatrove==0.10.1", "spacy==3.8.18", "regex==2026.11.15"]
+DATATROVE_PINS = ["datatrove==0.10.1", "spacy==3.8.18", "regex==2026.11.15",
+                  "tokenizers==0.23.3", "xxhash==3.8.2",
+                  "orjson==3.13.0"]  # the last three: datatrove's MinHash dedup and JSONL reader
 
 # FineWeb's pipeline order; also the order of the table rows
 FILTERS = ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
@@ -197,8 +199,8 @@ def datatrove_python() -> Path:
     if explicit:
         return Path(explicit)
     py = BENCH_VENV / "bin" / "python"
-    if py.exists() and subprocess.run([str(py), "-c", "import datatrove, spacy"],
-                                      capture_output=True).returncode == 0:
+    probe = "import datatrove, spacy, tokenizers, xxhash, orjson"
+    if py.exists() and subprocess.run([str(py), "-c", probe], capture_output=True).returncode == 0:
         return py
     base = shutil.which("python3.11") or shutil.which("python3") or sys.executable
     print(f"\ncreating {BENCH_VENV.name} with {' '.join(DATATROVE_PINS)} ...", flush=True)
