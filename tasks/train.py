@@ -72,6 +72,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "125m": dict(
         hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048
     ),
+    # ~308M (GPT-2-medium shape, SwiGLU)
+    "350m": dict(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=2816
+    ),
+    # ~0.97B: TinyLlama-1.1B's shape (grouped-query attention, 4 key/value heads)
+    "1b": dict(
+        hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+        intermediate_size=5632
+    ),
 }
 
 # Fields that change what is logged or saved, not the weights: a resumed run may use other values
@@ -93,7 +102,8 @@ PEAK_BF16_FLOPS: list[tuple[str, float]] = [
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    preset: str = Field("tiny", description="model size: tiny (CPU) | small | 20m | 125m (GPU)")
+    preset: str = Field("tiny", description="model size: tiny (CPU), small, 20m, 125m, 350m, "
+                        "1b (GPU)")
     batch_size: int = Field(
         16, ge=1, description="sequences per micro-batch, over all workers (each of N workers "
         "takes batch_size / N)")

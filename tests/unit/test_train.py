@@ -101,12 +101,18 @@ def config(steps: int, **kw) -> TrainConfig:
 
 
 def test_presets_build_and_tie_embeddings():
+    blocks_of = {}
     for preset in PRESETS:
-        if preset == "125m":
-            continue  # 100M+ params: skip to keep the test fast
-        model = build_model(preset, vocab_size=300, seq_len=SEQ_LEN, eos_id=0)
+        # the GPU sizes on the meta device: shapes and counts, no memory
+        with torch.device("meta" if preset in ("125m", "350m", "1b") else "cpu"):
+            model = build_model(preset, vocab_size=300, seq_len=SEQ_LEN, eos_id=0)
         assert model.lm_head.weight is model.model.embed_tokens.weight
         assert model.config._attn_implementation == "sdpa"
+        blocks_of[preset] = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
+    # the names say the sizes (block parameters; embeddings add vocab x hidden)
+    for preset, (lo, hi) in {"small": (4e6, 6e6), "20m": (18e6, 24e6), "125m": (80e6, 90e6),
+                             "350m": (290e6, 320e6), "1b": (0.9e9, 1.0e9)}.items():
+        assert lo < blocks_of[preset] < hi, (preset, blocks_of[preset])
     tiny = build_model("tiny", vocab_size=300, seq_len=SEQ_LEN, eos_id=0)
     blocks = sum(p.numel() for n, p in tiny.named_parameters() if "embed" not in n)
     assert 0.5e6 < blocks < 1.5e6
