@@ -1,5 +1,6 @@
 """Continual pre-training through the flow: a second run on a new slice continues the first
-run's model (train.init_from: RUN_ID), reusing its tokenizer and replaying its token shards."""
+run's model (train.init_from: RUN_ID), reusing its tokenizer and replaying its token shards --
+data-parallel on two Ray Train workers (train.workers: 2)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def test_init_from_a_run_id(prefect_harness: None, sample_lines: list[str], tmp_
 
     recipe = write_recipe(tmp_path / "new.yaml", tmp_path / "new.jsonl", root)
     raw = yaml.safe_load(recipe.read_text())
-    raw["stages"]["train"].update(init_from=first["run_id"], replay=0.05, schedule="wsd")
+    raw["stages"]["train"].update(init_from=first["run_id"], replay=0.05, schedule="wsd",
+                                  workers=2)
     recipe.write_text(yaml.safe_dump(raw))
     second = run_recipe(str(recipe), until="train")
     new = stages_of(second)
@@ -51,6 +53,7 @@ def test_init_from_a_run_id(prefect_harness: None, sample_lines: list[str], tmp_
     summary = manifest["summary"]
     assert summary["init_from"] == str(Path(old["train"]["output_path"]) / "checkpoint")
     assert Path(summary["replay_data"]) == old_tok
+    assert summary["workers"] == 2  # DDP under Ray Train's TorchTrainer
     run = Catalog(root / "catalog.duckdb").show(second["run_id"])
     losses = [m["value"] for m in run["metrics"] if m["name"] == "loss"]
     assert losses[0] < math.log(512) - 0.5  # started from the trained model, not from scratch
