@@ -290,3 +290,15 @@ def test_budget_beyond_data_runs_more_epochs(tmp_path: Path):
     assert result["steps"] == steps
     assert [r["step"] for r in read_metrics(metrics)] == [steps]  # only the last step logs
     assert math.isfinite(result["final_loss"])
+
+
+def test_bf16_autocast_trains_and_saves_fp32_weights(data_dir: Path, tmp_path: Path):
+    # the GPU default (dtype auto = bf16 autocast on cuda), forced here on the CPU
+    result = train(config(4, dtype="bf16", warmup_steps=1), data_dir, tmp_path / "bf16",
+                   metrics_path=tmp_path / "m.jsonl")
+    fp32 = train(config(4, warmup_steps=1), data_dir, tmp_path / "fp32")
+    assert math.isfinite(result["final_loss"])
+    assert result["final_loss"] != fp32["final_loss"]  # autocast did run in bf16
+    assert result["final_loss"] == pytest.approx(fp32["final_loss"], abs=0.1)
+    model = AutoModelForCausalLM.from_pretrained(result["checkpoint"], local_files_only=True)
+    assert model.model.embed_tokens.weight.dtype == torch.float32  # master weights stay fp32
