@@ -394,7 +394,7 @@ def mixture_pools(data: PackedSequences, config: TrainConfig, replay: bool
     """The pools a run samples from and its probabilities per step: probs(step, total_steps).
 
     Without source weights, this run's rows are one pool ("train"), else one pool per source;
-    with replay, the previous run's rows are one more pool ("replay") drawn with probability
+    with replay, the previous run's rows are one more pool (REPLAY) drawn with probability
     `config.replay`, the rest shared by this run's pools in proportion to rows x weight.
     """
     by_source = data.source_rows()
@@ -408,8 +408,8 @@ def mixture_pools(data: PackedSequences, config: TrainConfig, replay: bool
     # this run's rows come first (0..n-1), the replayed ones after them
     n = sum(len(r) for r in current.values())
     pools = dict(current) if weighted else {"train": np.arange(n, dtype=np.int64)}
-    if replay:
-        pools["replay"] = np.arange(n, len(data), dtype=np.int64)
+    if replay:  # keyed by the prefix alone: no source name collides with it
+        pools[REPLAY] = np.arange(n, len(data), dtype=np.int64)
 
     def weights(table: dict[str, float]) -> np.ndarray:
         if not weighted:
@@ -891,7 +891,8 @@ def train(
         if replay_meta["vocab_size"] != meta["vocab_size"]:
             raise ValueError(f"replay data {replay_dir}: vocabulary {replay_meta['vocab_size']}, "
                              f"this run's {meta['vocab_size']}")
-        data.add(replay_dir, replay_meta, REPLAY)
+        if not len(data.add(replay_dir, replay_meta, REPLAY)):
+            raise ValueError(f"replay data {replay_dir} has no training rows")
     pools, probs = mixture_pools(data, config, replay=replay_dir is not None)
 
     device = resolve_device(config.device)

@@ -247,3 +247,29 @@ def test_average_last_checkpoints(corpora: dict[str, Path], tmp_path: Path):
     assert not np.allclose(final["model.norm.weight"], b["model.norm.weight"])
     with pytest.raises(ValueError, match="average_last"):
         TrainConfig(average_last=3, checkpoint_every=2, keep_checkpoints=2)
+
+
+def test_continued_run_with_replay_and_weights_resumes_exactly(corpora: dict[str, Path],
+                                                              tmp_path: Path):
+    base = train(cfg(2, log_every=1), corpora["old"], tmp_path / "base")
+    c = cfg(6, batch_size=8, log_every=1, warmup_steps=2, checkpoint_every=3, keep_checkpoints=2,
+            init_from=base["checkpoint"], replay=0.25, source_weights={"python-docs": 3.0},
+            anneal_source_weights={"django-docs": 5.0}, anneal_fraction=0.5)
+    ref = train(c, corpora["new"], tmp_path / "ref", tmp_path / "ref" / "metrics.jsonl")
+    # the same run, cut after step 3: drop what it wrote later, then train again
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "ref", run)
+    shutil.rmtree(run / "checkpoint")
+    shutil.rmtree(run / "checkpoints" / "step-6")
+    state = json.loads((run / "checkpoints" / "step-3" / "train_state.json").read_text())
+    assert set(state["data_order"]["pools"]) == {"postgresql-docs", "python-docs", "django-docs",
+                                                 "devils-dictionary", "replay:"}
+    again = train(c, corpora["new"], run, run / "metrics.jsonl")
+    assert again["resumed_from_step"] == 3
+    rows_ref = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    for a, b in zip(map(json.loads, rows_ref), map(json.loads, rows), strict=True):
+        assert a["step"] == b["step"] and abs(a["loss"] - b["loss"]) <= 1e-6
+    w_ref = load_file(Path(ref["checkpoint"]) / "model.safetensors")
+    w = load_file(Path(again["checkpoint"]) / "model.safetensors")
+    assert max(float(np.abs(w_ref[k] - w[k]).max()) for k in w_ref) <= 1e-6
