@@ -163,13 +163,25 @@ def ingest_task(ctx: RunContext) -> dict[str, Any]:
 @task(name="rewrite", cache_policy=NO_CACHE)
 def rewrite_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     cfg = ctx.recipe.stages.rewrite
-    config = cfg.model_dump() if cfg else None
+    # select=rejected recycles the filter's rejects after the filter (recycle_task): here
+    # documents pass through
+    deferred = cfg is not None and cfg.is_llm and cfg.select == "rejected"
+    config = None if cfg is None or deferred else _rewrite_config(cfg)
 
     def compute(sd: StageDir) -> dict[str, Any]:
-        if cfg is None:  # pass-through: account for every doc, copy nothing
+        if config is None:  # pass-through: account for every doc, copy nothing
             n = upstream["docs_kept"]
             return {"docs_in": n, "docs_kept": n, "docs_rejected": 0, "rejections": {},
                     "passthrough": True, "outputs": {"kept": upstream["outputs"]["kept"]}}
+        if cfg.is_llm:
+            jobs = []
+            for rel in upstream["outputs"]["kept"]:
+                k = _shard_key(rel)
+                jobs.append({"key": k, "mode": "rewrite", "source": _abs(ctx, rel),
+                             "kept": str(sd.path / "kept" / f"part-{k}.parquet"),
+                             "rejected": str(sd.path / "rejected" / f"part-{k}.parquet"),
+                             "marker": str(sd.shard_marker(k)), "reject_stage": "rewrite"})
+            return _run_llm(ctx, sd, cfg, jobs, "rewrite")
         jobs = []
         for rel in upstream["outputs"]["kept"]:
             k = _shard_key(rel)
@@ -179,7 +191,125 @@ def rewrite_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
         return {**merge_counts(stats),
                 "outputs": {"kept": [sd.rel(a[1]) for _, a in jobs]}}
 
-    return run_stage(ctx, "rewrite", config, [upstream["version"]], compute)
+    manifest = run_stage(ctx, "rewrite", config, [upstream["version"]], compute)
+    _report_llm(ctx, manifest)
+    return manifest
+
+
+def _rewrite_config(cfg: Any) -> dict[str, Any]:
+    """The rewrite stage's version config: a prompt file's content, not its path, counts."""
+    config = cfg.model_dump()
+    if cfg.is_llm:
+        from tasks.prompts import load_prompt
+
+        config["prompt_digest"] = load_prompt(cfg.prompt).digest()
+    return config
+
+
+def _api_key(cfg: Any) -> str | None:
+    """A Prefect Secret block's value, resolved here in the flow; never logged or stored."""
+    if cfg.backend != "openai" or not cfg.api_key_secret:
+        return None
+    from prefect.blocks.system import Secret
+
+    return Secret.load(cfg.api_key_secret).get()
+
+
+def _llm_cache_dir(ctx: RunContext) -> Path:
+    import os
+
+    return Path(os.environ.get("DATAMILL_LLM_CACHE") or ctx.data_root / "llm_cache")
+
+
+def _run_llm(ctx: RunContext, sd: StageDir, cfg: Any, jobs: list[dict[str, Any]],
+             desc: str) -> dict[str, Any]:
+    """One task drives every shard through one request pool (global concurrency, no sag at
+    shard boundaries): on a Dask worker for HTTP backends, here for Ray actors (local)."""
+    from tasks.llm.cache import compact
+
+    config = cfg.model_dump()
+    cache_dir = str(_llm_cache_dir(ctx))
+    args = (jobs, config, cache_dir, _api_key(cfg))
+    if cfg.backend == "local":
+        out = rewrite.rewrite_llm(*args)
+    else:
+        out = dask_engine.map_shards(rewrite.rewrite_llm, [args], desc)[0]
+    compact(cache_dir)  # the flow process is the cache's only compactor
+    shards = out["shards"]
+    run = dict(out["run"])
+    tin = sum(s["tokens_in"] for s in shards)
+    tout = sum(s["tokens_out"] for s in shards)
+    secs = max(run["llm_seconds"], 1e-9)
+    attempts = sum(s["attempts"] for s in shards)
+    run.update({
+        "attempts": attempts, "rewrites_kept": sum(s["rewrites_kept"] for s in shards),
+        "tokens_in": tin, "tokens_out": tout,
+        "docs_per_s": round(attempts / secs, 3) if run["new_generations"] else None,
+        "tokens_out_per_s": round(run["new_tokens_out"] / secs, 3),
+        # what this run paid, and what the stage's data cost in all (cache hits included)
+        "cost_run": round(run["new_tokens_in"] / 1e6 * cfg.price_per_m_input
+                          + run["new_tokens_out"] / 1e6 * cfg.price_per_m_output, 6),
+        "cost_total": round(tin / 1e6 * cfg.price_per_m_input
+                            + tout / 1e6 * cfg.price_per_m_output, 6),
+        "prompt": cfg.prompt, "model": config.get("model") or cfg.backend,
+        "backend": cfg.backend})
+    kept_rewrites = [sd.rel(s["kept_file"]) for s in shards if s.get("kept_file")]
+    return {**merge_counts(shards), "llm": run, "outputs": {"kept": kept_rewrites}}
+
+
+def _report_llm(ctx: RunContext, manifest: dict[str, Any]) -> None:
+    """Throughput, tokens and cost: catalog metrics and a Prefect table artifact."""
+    run = manifest.get("llm")
+    if not run:
+        return
+    stage = manifest["stage"]
+    names = ["attempts", "rewrites_kept", "requests", "retries", "cache_hits", "new_generations",
+             "tokens_in", "tokens_out", "new_tokens_in", "new_tokens_out", "docs_per_s",
+             "tokens_out_per_s", "llm_seconds", "paused_s", "breaker_opened", "cost_run",
+             "cost_total"]
+    rows = [(0, f"{stage}.{n}", float(run[n])) for n in names if run.get(n) is not None]
+    ctx.catalog.record_metrics(ctx.run_id, rows)
+    create_table_artifact(
+        key=f"datamill-{stage}-llm", table=[{"metric": n, "value": run.get(n)} for n in
+                                            ["prompt", "model", "backend", *names]],
+        description=f"{stage}: LLM throughput, tokens and estimated cost, run {ctx.run_id}")
+
+
+@task(name="recycle", cache_policy=NO_CACHE)
+def recycle_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
+    """REWIRE: rewrite the documents the filter rejected (by quality rules, not dedup), run
+    the rewrites through the same rules, and add those that pass to the kept documents. The
+    filter's kept documents pass through; its rejects stay accounted in the filter stage."""
+    cfg = ctx.recipe.stages.rewrite
+    fcfg = ctx.recipe.stages.filter
+    config = {"rewrite": _rewrite_config(cfg), "filters": fcfg.model_dump()["filters"]}
+
+    def compute(sd: StageDir) -> dict[str, Any]:
+        jobs = []
+        real = 0
+        for kept_rel, rej_rel in zip(upstream["outputs"]["kept"],
+                                     upstream["outputs"]["rejected"], strict=True):
+            import pyarrow.parquet as pq
+
+            n_real = pq.read_metadata(_abs(ctx, kept_rel)).num_rows
+            if not Path(_abs(ctx, rej_rel)).is_file():  # a shard with no rejects
+                real += n_real
+                continue
+            k = _shard_key(rej_rel)
+            jobs.append({"key": k, "mode": "recycle", "source": _abs(ctx, rej_rel),
+                         "real": _abs(ctx, kept_rel), "filters": fcfg.filters,
+                         "kept": str(sd.path / "kept" / f"part-{k}.parquet"),
+                         "rejected": str(sd.path / "rejected" / f"part-{k}.parquet"),
+                         "marker": str(sd.shard_marker(k)), "reject_stage": "recycle"})
+        body = _run_llm(ctx, sd, cfg, jobs, "recycle")
+        body["docs_in"] += real  # shards without rejects: real documents passing through
+        body["docs_kept"] += real
+        body["outputs"]["kept"] = list(upstream["outputs"]["kept"]) + body["outputs"]["kept"]
+        return body
+
+    manifest = run_stage(ctx, "recycle", config, [upstream["version"]], compute)
+    _report_llm(ctx, manifest)
+    return manifest
 
 
 @task(name="score", cache_policy=NO_CACHE)
@@ -503,6 +633,12 @@ def _publish(ctx: RunContext, status: str) -> str:
     report.write_html(run, path)
     create_table_artifact(key="datamill-funnel", table=report.funnel_rows(run),
                           description=f"Funnel of run {ctx.run_id}")
+    if run["rejections"]:
+        create_table_artifact(
+            key="datamill-rejections",
+            table=[{"stage": r["stage"], "rule": r["rule"], "dropped first": r["docs"],
+                    "would drop alone": r["docs_alone"]} for r in run["rejections"]],
+            description=f"Rejections by rule, run {ctx.run_id}")
     if run["evals"]:
         create_table_artifact(key="datamill-eval", table=report.eval_rows(run),
                               description=f"Held-out bits per byte, run {ctx.run_id}")
@@ -550,6 +686,9 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
             m = rewrite_task(ctx, m)
         if last >= 2:
             m = filter_task(ctx, score_task(ctx, m))
+            rw = ctx.recipe.stages.rewrite
+            if rw is not None and rw.is_llm and rw.select == "rejected":
+                m = recycle_task(ctx, m)  # REWIRE: rewrites of rejects that now pass
         if last >= 3:
             tok = tokenize_task(ctx, m)
         if last >= 4:

@@ -9,6 +9,9 @@ pass-through that re-uses its input shards without copying them.
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,3 +92,345 @@ def rewrite_shard(in_path: str, kept_path: str, rejected_path: str,
     return {"docs_in": len(t), "docs_kept": len(kept), "docs_rejected": n_rej,
             "rejections": ({f"rewrite.{rewriter.name}.failed": {"first": n_rej, "alone": n_rej}}
                            if n_rej else {})}
+
+
+# ============================================================================ LLM rewriting
+LLM_BACKENDS = ("openai", "local", "embedded")
+PROVENANCE = [pa.field("rewritten_from", pa.string()), pa.field("prompt", pa.string()),
+              pa.field("model", pa.string()), pa.field("backend", pa.string()),
+              pa.field("tokens_in", pa.int64()), pa.field("tokens_out", pa.int64())]
+DEDUP_RULE_PREFIXES = ("exact_dedup.", "minhash_dedup.")
+
+
+def _unit_hash(seed: int, doc_id: str) -> float:
+    import xxhash
+
+    return xxhash.xxh64_intdigest(f"{seed}:{doc_id}".encode()) / 2.0**64
+
+
+def select_mask(ids: list[str], reasons: list[str | None] | None, cfg: dict[str, Any]
+                ) -> list[bool]:
+    """Which documents get a rewrite attempt. ``reasons`` (a filter's reject_reason per doc)
+    only in recycle mode: documents rejected by the named rules (default: every rule except
+    dedup: a duplicate is not improved by rewriting). Then a random fraction, by a hash of
+    (seed, id): the same documents on every run and on any number of workers."""
+    if reasons is None:
+        mask = [True] * len(ids)
+    else:
+        rules = cfg.get("recycle_rules")
+        mask = []
+        for r in reasons:
+            r = r or ""
+            if rules is None:
+                mask.append(bool(r) and not r.startswith(DEDUP_RULE_PREFIXES))
+            else:
+                mask.append(any(r == x or r.startswith(x.rstrip(".") + ".") for x in rules))
+    frac = float(cfg.get("sample_fraction", 1.0))
+    if frac < 1.0:
+        seed = int(cfg.get("sample_seed", 0))
+        mask = [m and _unit_hash(seed, i) < frac for m, i in zip(mask, ids, strict=True)]
+    return mask
+
+
+@dataclass
+class _Shard:
+    job: dict[str, Any]
+    table: pa.Table  # originals (rewrite mode) or the filter's rejects (recycle mode)
+    selected: list[int]
+    keys: list[list[str]]  # per selected doc: its chunks' request keys, in order
+    waiting: set[str]
+
+
+def _plan(job: dict[str, Any], cfg: dict[str, Any], prompt: Any, model: str,
+          sampling_key: dict[str, Any]) -> tuple[_Shard, dict[str, Any]]:
+    """Read a shard, pick documents, chunk them; returns the shard and its requests by key."""
+    from tasks.llm.base import Request
+    from tasks.llm.cache import request_key
+    from tasks.prompts import chunk_text
+
+    t = pq.read_table(job["source"])
+    ids = t.column("id").to_pylist()
+    reasons = t.column("reject_reason").to_pylist() if job["mode"] == "recycle" else None
+    mask = select_mask(ids, reasons, cfg)
+    budget = cfg.get("chunk_tokens") or prompt.chunk_tokens
+    texts = t.column("text").to_pylist()
+    selected, keys, reqs = [], [], {}
+    digest = prompt.digest()
+    for i, m in enumerate(mask):
+        if not m:
+            continue
+        ks = []
+        for chunk in chunk_text(texts[i], budget):
+            k = request_key(chunk, digest, model, cfg["api"], sampling_key)
+            ks.append(k)
+            if k not in reqs:
+                reqs[k] = Request(k, messages=prompt.messages(chunk)) if cfg["api"] == "chat" \
+                    else Request(k, prompt=prompt.completion(chunk))
+        selected.append(i)
+        keys.append(ks)
+    return _Shard(job, t, selected, keys, set(reqs)), reqs
+
+
+def _null_provenance(t: pa.Table) -> pa.Table:
+    for f in PROVENANCE:
+        if f.name not in t.column_names:
+            t = t.append_column(f, pa.nulls(len(t), f.type))
+    return t
+
+
+def _finish_shard(sh: _Shard, outputs: dict[str, dict[str, Any]], errors: dict[str, str],
+                  cfg: dict[str, Any], prompt: Any, model: str) -> dict[str, Any]:
+    """Assemble one shard from the answers: rewrites (with provenance) and rejected attempts,
+    then the optional post-filter and the mixer; write files, then the shard's marker."""
+    from tasks.prompts import merge_chunks
+    from tasks.store import atomic_write_json
+
+    job, t = sh.job, sh.table
+    recycle = job["mode"] == "recycle"
+    base = t.drop_columns([c for c in ("reject_stage", "reject_reason") if c in t.column_names])
+    ok_idx, ok_text, ok_tin, ok_tout = [], [], [], []
+    bad_idx, bad_reason, bad_tin, bad_tout = [], [], [], []
+    for i, ks in zip(sh.selected, sh.keys, strict=True):
+        parts, reason, tin, tout = [], None, 0, 0
+        for k in ks:
+            if k in errors:
+                reason = errors[k]
+                break
+            o = outputs[k]
+            tin += int(o.get("tokens_in") or 0)
+            tout += int(o.get("tokens_out") or 0)
+            p = prompt.parse(o["output"])
+            if p.text is None:
+                if p.reason == prompt.reject_reason and prompt.reject_if is not None:
+                    continue  # this chunk had nothing useful; the others may
+                reason = p.reason
+                break
+            parts.append(p.text)
+        if reason is None and not parts:
+            reason = prompt.reject_reason if prompt.reject_if is not None else "empty_output"
+        if reason is None:
+            ok_idx.append(i)
+            ok_text.append(merge_chunks(parts))
+            ok_tin.append(tin)
+            ok_tout.append(tout)
+        else:
+            bad_idx.append(i)
+            bad_reason.append(f"rewrite.{reason}")
+            bad_tin.append(tin)
+            bad_tout.append(tout)
+
+    def rows(idx: list[int], texts: list[str] | None, tin: list[int], tout: list[int]
+             ) -> pa.Table:
+        r = base.take(pa.array(idx, pa.int64()))
+        src_ids = r.column("id").to_pylist()
+        # keep the contract's fields (and their non-null flags) so shards concatenate
+        r = r.set_column(r.schema.get_field_index("id"), base.schema.field("id"),
+                         pa.array([f"{x}~{prompt.name}" for x in src_ids], pa.string()))
+        if texts is not None:
+            r = r.set_column(r.schema.get_field_index("text"), base.schema.field("text"),
+                             pa.array(texts, pa.large_string()))
+        n = len(idx)
+        cols = [pa.array(src_ids, pa.string()), pa.array([prompt.name] * n, pa.string()),
+                pa.array([model] * n, pa.string()), pa.array([cfg["backend"]] * n, pa.string()),
+                pa.array(tin, pa.int64()), pa.array(tout, pa.int64())]
+        for f, c in zip(PROVENANCE, cols, strict=True):
+            r = r.drop_columns([f.name]) if f.name in r.column_names else r
+            r = r.append_column(f, c)
+        return r
+
+    rewrites = rows(ok_idx, ok_text, ok_tin, ok_tout)
+    failed = rows(bad_idx, None, bad_tin, bad_tout)
+    fail_reasons = list(bad_reason)
+    rejected_parts: list[pa.Table] = []
+
+    def drop(mask: list[bool], reason: str) -> None:
+        """Move the rewrites where mask is True to the rejected side with ``reason``."""
+        nonlocal rewrites
+        if any(mask):
+            m = pa.array(mask)
+            rejected_parts.append(with_reject(rewrites.filter(m), job["reject_stage"],
+                                              pa.array([reason] * sum(mask))))
+            rewrites = rewrites.filter(pc.invert(m))
+
+    # recycle: a rewrite must pass the same quality rules its original failed
+    if recycle and job.get("filters") and len(rewrites):
+        from tasks.filter import first_failure, score_table
+
+        scored = score_table(rewrites, job["filters"], None)
+        reason, _ = first_failure(scored, job["filters"])
+        rewrites = scored
+        for rule in sorted(set(reason) - {""}):
+            drop([r == rule for r in reason], str(rule))
+    # post-filter: keep the top k % of rewrites by a quality score
+    top = cfg.get("keep_top_percent")
+    if top is not None and len(rewrites):
+        scores = quality_scores(rewrites, cfg["quality_score"])
+        n_keep = int(round(len(scores) * top / 100.0))
+        order = sorted(range(len(scores)), key=lambda j: (-scores[j], rewrites["id"][j].as_py()))
+        keep = set(order[:n_keep])
+        drop([j not in keep for j in range(len(scores))], "rewrite.post_filter")
+    # mixer: at least mix_ratio real documents per synthetic one; excess rewrites dropped
+    ratio = cfg.get("mix_ratio")
+    n_real = pq.read_metadata(job["real"]).num_rows if recycle else len(t)
+    if ratio is not None and len(rewrites):
+        allowed = int(n_real / ratio) if ratio > 0 else len(rewrites)
+        if len(rewrites) > allowed:
+            seed = int(cfg.get("sample_seed", 0))
+            h = [_unit_hash(seed + 1, x) for x in rewrites.column("id").to_pylist()]
+            order = sorted(range(len(h)), key=lambda j: h[j])
+            keep = set(order[:allowed])
+            drop([j not in keep for j in range(len(h))], "rewrite.mix_ratio")
+    if len(failed):
+        rejected_parts.insert(0, with_reject(failed, job["reject_stage"], pa.array(fail_reasons)))
+
+    kept = rewrites if recycle else pa.concat_tables(
+        [_null_provenance(base), rewrites.select(_null_provenance(base).column_names)])
+    write_parquet(kept, Path(job["kept"]))
+    rejected = pa.concat_tables(rejected_parts, promote_options="permissive") \
+        if rejected_parts else None
+    if rejected is not None and len(rejected):
+        write_parquet(rejected, Path(job["rejected"]))
+    n_attempts = len(sh.selected)
+    counts: dict[str, dict[str, int]] = {}
+    if rejected is not None:
+        for r in rejected.column("reject_reason").to_pylist():
+            c = counts.setdefault(r, {"first": 0, "alone": 0})
+            c["first"] += 1
+            c["alone"] += 1
+    n_rej = 0 if rejected is None else len(rejected)
+    real_in = n_real
+    stats = {"docs_in": real_in + n_attempts, "docs_kept": real_in + len(rewrites),
+             "docs_rejected": n_rej, "rejections": counts, "originals": real_in,
+             "attempts": n_attempts, "rewrites_kept": len(rewrites),
+             "tokens_in": int(sum(ok_tin) + sum(bad_tin)),
+             "tokens_out": int(sum(ok_tout) + sum(bad_tout)),
+             "kept_file": job["kept"] if len(kept) else None}
+    atomic_write_json(Path(job["marker"]), stats)
+    return stats
+
+
+def quality_scores(t: pa.Table, spec: str) -> list[float]:
+    """``<filter>.<stat>``: a registry filter's score column (``<filter>_<stat>``), computed
+    with the filter's defaults; higher is better. Missing values rank last."""
+    from tasks.filters.base import get_filter
+
+    name, _, stat = spec.partition(".")
+    module = get_filter(name)
+    scores = module.score(t, module.Config())
+    col = f"{name}_{stat}"
+    if col not in scores.column_names:
+        raise ValueError(f"rewrite.quality_score {spec!r}: {name} has no column {col!r}; "
+                         f"it has {scores.column_names}")
+    return [float("-inf") if v is None else float(v) for v in scores.column(col).to_pylist()]
+
+
+def rewrite_llm(jobs: list[dict[str, Any]], cfg: dict[str, Any], cache_dir: str,
+                api_key: str | None = None) -> dict[str, Any]:
+    """Rewrite every shard in ``jobs`` with an LLM backend, resumably.
+
+    Each job: ``source`` (input Parquet), ``kept``, ``rejected``, ``marker`` paths, ``mode``
+    (``rewrite``: originals kept plus rewrites; ``recycle``: ``source`` is a filter's rejected
+    shard, ``real`` its kept shard, ``filters`` the rules a rewrite must pass) and
+    ``reject_stage``. Shards whose marker exists are skipped; every request whose answer is in
+    the generation cache is not sent again; each new answer is stored as it arrives, and each
+    shard is written the moment its last answer is in. One global request pool spans shards,
+    so concurrency does not sag at shard boundaries.
+    """
+    from tasks.llm import make_backend, model_id, sampling_of
+    from tasks.llm.cache import GenerationCache
+    from tasks.prompts import load_prompt
+
+    prompt = load_prompt(cfg["prompt"])
+    model = model_id(cfg)
+    sampling_key = sampling_of(cfg).as_key()
+    cache = GenerationCache(cache_dir)
+    shard_stats: dict[str, dict[str, Any]] = {}
+    todo = []
+    for j in jobs:
+        m = Path(j["marker"])
+        if m.is_file():
+            shard_stats[j["key"]] = json.loads(m.read_text())
+        else:
+            todo.append(j)
+    outputs: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    waiting: dict[str, list[_Shard]] = {}  # key -> shards that still need it
+    open_shards: list[_Shard] = []
+    need: dict[str, int] = {}  # key -> uses by open shards (answers are freed at zero)
+    run = {"requests": 0, "retries": 0, "failed": 0, "breaker_opened": 0, "paused_s": 0.0,
+           "cache_hits": 0, "new_generations": 0, "new_tokens_in": 0, "new_tokens_out": 0,
+           "llm_seconds": 0.0}
+    backend: Any = None
+    keepalive: Any = None
+
+    def finish_ready() -> None:
+        for sh in [s for s in open_shards if not s.waiting]:
+            open_shards.remove(sh)
+            shard_stats[sh.job["key"]] = _finish_shard(sh, outputs, errors, cfg, prompt, model)
+            for ks in sh.keys:  # free answers no other open shard needs
+                for k in ks:
+                    need[k] -= 1
+                    if need[k] <= 0:
+                        need.pop(k)
+                        outputs.pop(k, None)
+
+    def requests() -> Any:
+        """Plan shards lazily, so memory holds only shards with requests in flight."""
+        for j in todo:
+            sh, reqs = _plan(j, cfg, prompt, model, sampling_key)
+            hits = cache.get_many(set(reqs))
+            run["cache_hits"] += len(hits)
+            outputs.update(hits)
+            open_shards.append(sh)
+            for ks in sh.keys:
+                for k in ks:
+                    need[k] = need.get(k, 0) + 1
+            sh.waiting = {k for k in reqs if k not in hits}
+            new = []
+            for k in sh.waiting:
+                if k in waiting:  # already requested for an earlier shard
+                    waiting[k].append(sh)
+                else:
+                    waiting[k] = [sh]
+                    new.append(reqs[k])
+            finish_ready()
+            yield from new
+
+    def on_result(res: Any) -> None:
+        if res.output is None:
+            errors[res.key] = res.error or "failed"
+        else:
+            rec = {"key": res.key, "output": res.output, "tokens_in": res.tokens_in,
+                   "tokens_out": res.tokens_out, "finish_reason": res.finish_reason,
+                   "model": model, "prompt": prompt.name, "seconds": res.seconds,
+                   "created_at": time.time()}
+            cache.put(rec)  # stored before anything else happens to it
+            outputs[res.key] = rec
+            run["new_generations"] += 1
+            run["new_tokens_in"] += res.tokens_in
+            run["new_tokens_out"] += res.tokens_out
+        for sh in waiting.pop(res.key, []):
+            sh.waiting.discard(res.key)
+        finish_ready()
+
+    t0 = time.perf_counter()
+    try:
+        gen = requests()
+        first = next(gen, None)
+        if first is not None:  # start a backend only when something must be generated
+            backend, keepalive = make_backend(cfg, api_key)
+            backend.run(_chain(first, gen), on_result)
+        finish_ready()
+    finally:
+        cache.close()
+        if backend is not None:
+            run.update({k: v for k, v in backend.stats().items() if k in run})
+            backend.close()
+        del keepalive
+    run["llm_seconds"] = round(time.perf_counter() - t0, 3)
+    return {"shards": [shard_stats[j["key"]] for j in jobs], "run": run}
+
+
+def _chain(first: Any, rest: Any) -> Any:
+    yield first
+    yield from rest

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 CODE_VERSIONS = {
     "ingest": 2,  # 2: normalisation, language id, more formats
     "rewrite": 1,
+    "recycle": 1,  # REWIRE: rewrites of the filter's rejects, after the filter
     "score": 1,
     "filter": 1,
     "tokenize": 3,  # 2: held-out docs keep their lang; 3: rows packed per source, indexed
