@@ -37,8 +37,9 @@ text, space or not.
 Score columns (``c4_quality_<stat>``):
 
 - ``n_sentences`` (int32): sentences in the lines the line rules keep.
-- ``lorem_ipsum`` (bool): the lowercased text contains ``lorem ipsum``.
-- ``curly_bracket`` (bool): the text contains ``{``.
+- ``lorem_ipsum`` (bool): a line that passed the long-word, punctuation and words-per-line
+  rules contains ``lorem ipsum`` (lowercased), as in C4.
+- ``curly_bracket`` (bool): such a line, not removed by the javascript rule, contains ``{``.
 - ``lines_flagged`` (int32): lines the line rules would remove.
 - ``lines_total`` (int32): lines.
 
@@ -47,8 +48,7 @@ code documentation trips it), ``all_lines_flagged`` (every line would be removed
 text without lines), ``min_sentences`` (fewer than 5). A rule that is switched off is null (does
 not apply).
 
-Deliberate differences from datatrove: ``lorem ipsum`` and ``{`` are searched in the whole text
-(datatrove only looks at lines that survived the earlier line rules); blank lines are not lines
+Deliberate differences from datatrove: blank lines are not lines
 (datatrove counts them, always flagged for lacking punctuation); the sentence splitter is the
 rule above rather than NLTK's English Punkt model (which is not language-aware and needs a
 download); terminal punctuation covers other scripts; a line is stripped again after citation
@@ -70,7 +70,7 @@ from tasks.filters import text as tx
 from tasks.filters.base import FilterConfig
 
 NAME = "c4_quality"
-SCORE_VERSION = 2  # 2: citations removed anywhere in a line
+SCORE_VERSION = 3  # 3: lorem ipsum / { looked for in surviving lines, as C4 does
 
 SCORE_SCHEMA = pa.schema(
     [
@@ -200,7 +200,12 @@ class LineJudge:
         self.policy_search = re.compile("|".join(map(re.escape, policy))).search if policy else None
 
     def kept_lines(self, text: str, lang: str | None,
-                   low: str | None = None) -> tuple[list[str], int]:
+                   low: str | None = None) -> tuple[list[str], int, bool, bool]:
+        """(kept lines, number of lines, lorem ipsum seen, curly bracket seen). The rules run in
+        C4's order (TFDS ``c4_utils.clean_page``): long word, citations, terminal
+        punctuation, words per line; then "lorem ipsum" (a document rule), javascript, "{" (a
+        document rule), policy. So the two document rules only see lines that survived the
+        line rules before them, as in C4."""
         c = self.c
         low = text.lower() if low is None else low
         lines = list(filter(None, map(str.strip, text.splitlines())))
@@ -215,6 +220,8 @@ class LineJudge:
         )
         min_words = c.min_words_per_line
         check_words = word_rules and min_words > 0
+        check_lorem = "lorem ipsum" in low
+        check_curly = "{" in text
         check_js = c.filter_javascript and "javascript" in low
         policy_search = self.policy_search
         check_policy = policy_search is not None and policy_search(low) is not None
@@ -223,27 +230,31 @@ class LineJudge:
         terminal = self.terminal
 
         kept: list[str] = []
+        lorem = curly = False
         for line in lines:
+            tokens = line.split() if (check_words or check_long) else None
+            if check_long and max(map(len, tokens)) > long_word:  # type: ignore[arg-type,operator]
+                continue
             if cite and "[" in line:
                 line = _CITATION.sub("", line).strip()
                 if not line:
                     continue
             if check_punct and (not line.endswith(terminal) or line.endswith(tx.ELLIPSES)):
                 continue
-            if check_words or check_long:
-                tokens = line.split()
-                if (check_words and len(tokens) < min_words) or (
-                    check_long and max(map(len, tokens)) > long_word  # type: ignore[operator]
-                ):
-                    continue
-            if check_js or check_policy:
+            if check_words and len(tokens) < min_words:  # type: ignore[arg-type]
+                continue
+            if check_lorem or check_js or check_curly or check_policy:
                 line_low = line.lower()
-                if (check_js and "javascript" in line_low) or (
-                    check_policy and policy_search(line_low) is not None  # type: ignore[misc]
-                ):
+                if check_lorem and "lorem ipsum" in line_low:
+                    lorem = True
+                if check_js and "javascript" in line_low:
+                    continue
+                if check_curly and "{" in line:
+                    curly = True
+                if check_policy and policy_search(line_low) is not None:  # type: ignore[misc]
                     continue
             kept.append(line)
-        return kept, len(lines)
+        return kept, len(lines), lorem, curly
 
 
 def score(table: pa.Table, config: FilterConfig) -> pa.Table:
@@ -261,10 +272,9 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
     total: list[int] = []
     for text, lang in zip(texts, langs, strict=True):
         text = text or ""
-        low = text.lower()
-        lorem.append("lorem ipsum" in low)
-        curly.append("{" in text)
-        kept, n_lines = judge.kept_lines(text, lang, low)
+        kept, n_lines, has_lorem, has_curly = judge.kept_lines(text, lang)
+        lorem.append(has_lorem)
+        curly.append(has_curly)
         total.append(n_lines)
         flagged.append(n_lines - len(kept))
         n_sentences.append(sum(1 + len(boundaries(line)) for line in kept))

@@ -48,7 +48,7 @@ def edit(table: pa.Table, config: FilterConfig) -> tuple[pa.Array, pa.Table]:
     removed: list[int] = []
     total: list[int] = []
     for text, lang in zip(texts, langs, strict=True):
-        kept, n_lines = judge.kept_lines(text or "", lang)
+        kept, n_lines, _, _ = judge.kept_lines(text or "", lang)
         out.append("\n".join(kept))
         removed.append(n_lines - len(kept))
         total.append(n_lines)

@@ -8,11 +8,16 @@ language id on, as a recipe gets them):
    (``trafilatura.extract`` / resiliparse's ``extract_plain_text`` with datamill's settings)
    in a loop over the same files: pages/s and the ratio (datamill adds decoding, the size and
    depth guards, normalisation, language id and the Parquet write).
-3. Dask: the JSONL input split into 6 files, ingested on a ``LocalCluster`` of 1 and of 2
-   single-threaded worker processes (workers warmed first: imports, fastText model): docs/s and
-   the speed-up (target >= 1.8x; 2 shared cores are the ceiling).
-4. Peak RSS of a fresh interpreter ingesting one JSONL file of 1x and of 10x the size (the
-   child reports its own ``ru_maxrss``): growth (target <= 1.2x).
+3. Dask: the JSONL input (x4) split into 8 files, ingested on a ``LocalCluster`` of 1 and of 2
+   single-threaded worker processes (workers warmed first: imports, fastText model; the
+   fastest of 2 repetitions): docs/s and the speed-up (target >= 1.8x; 2 cores are the
+   ceiling, and the scheduler and this process share them).
+4. Peak RSS of a fresh interpreter ingesting one JSONL file of 1x, 10x and 20x the size (the
+   child reports its own peak): growth (target <= 1.2x at 10x). Memory is bounded by the shard
+   size (kept documents are held until a shard is full), so the input must span several
+   shards for the figure to mean anything: the runs use ``shard_max_bytes`` =
+   ``DATAMILL_BENCH_SHARD_MB`` (default 1) MB against a ~4 MB 1x input. With the recipe
+   default (128 MB shards) and a 4 MB input, 1x would hold one partial shard and 10x a full one.
 
 Corpus: ``data/bench/jsonl/*.jsonl.gz`` and ``data/bench/html/`` (``make corpus``) if present,
 else ``data/sample/sample.jsonl`` repeated ``DATAMILL_BENCH_SCALE`` times (default 3) and its
@@ -42,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "sample.jsonl"
 BENCH_JSONL = ROOT / "data" / "bench" / "jsonl"
 BENCH_HTML = ROOT / "data" / "bench" / "html"
-N_SPLIT = 6
+N_SPLIT = 8
+REPEATS = 2
 DASK_TARGET = 1.8
 RSS_TARGET = 1.2
 
@@ -189,7 +195,7 @@ def _warm_worker(path: str, out: str) -> int:
 def _bench_dask(lines: list[bytes], tmp: Path, cfg: IngestConfig,
                 table: Callable[..., str]) -> None:
     distributed = pytest.importorskip("distributed")
-    lines = lines * 2  # long enough that startup costs do not dominate
+    lines = lines * 4  # long enough that startup costs do not dominate
     parts = [_write(tmp / f"split-{i}.jsonl", lines[i::N_SPLIT]) for i in range(N_SPLIT)]
     warm = _write(tmp / "warm-dask.jsonl", lines[:50])
     mb = sum(p.stat().st_size for p in parts) / 2**20
@@ -200,12 +206,14 @@ def _bench_dask(lines: list[bytes], tmp: Path, cfg: IngestConfig,
                                       host="127.0.0.1", dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:
             client.run(_warm_worker, str(warm), str(tmp / f"warm-{workers}"))
-            out = tmp / f"out-dask-{workers}"
-            t0 = time.perf_counter()
-            futs = [client.submit(ingest_file, str(p), f"d{i}", str(out), "jsonl", {}, cfg,
-                                  pure=False) for i, p in enumerate(parts)]
-            res = client.gather(futs)
-            dt = time.perf_counter() - t0
+            dt = float("inf")
+            for rep in range(REPEATS):  # the fastest of REPEATS: other processes share the cores
+                out = tmp / f"out-dask-{workers}-{rep}"
+                t0 = time.perf_counter()
+                futs = [client.submit(ingest_file, str(p), f"d{i}", str(out), "jsonl", {}, cfg,
+                                      pure=False) for i, p in enumerate(parts)]
+                res = client.gather(futs)
+                dt = min(dt, time.perf_counter() - t0)
         n = sum(r["docs_in"] for r in res)
         assert n == len(lines)
         rates[workers] = n / dt
@@ -240,7 +248,8 @@ try:  # reset the high-water mark, so a transient peak while importing does not 
 except OSError:
     reset = False
 t0 = time.perf_counter()
-st = ingest_file(sys.argv[1], "rss", sys.argv[2], "jsonl", {}, IngestConfig())
+cfg = IngestConfig(shard_max_bytes=int(sys.argv[3]))
+st = ingest_file(sys.argv[1], "rss", sys.argv[2], "jsonl", {}, cfg)
 dt = time.perf_counter() - t0
 peak = (status("VmHWM") if reset else None) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"before_kb": before, "peak_kb": peak, "docs": st["docs_in"], "s": dt}))
@@ -257,10 +266,11 @@ def _bench_rss(lines: list[bytes], tmp: Path, table: Callable[..., str]) -> None
         got += len(ln)
     rows: list[list[object]] = []
     peaks = {}
-    for mult in (1, 10):
+    shard = int(float(os.environ.get("DATAMILL_BENCH_SHARD_MB", "1")) * 2**20)
+    for mult in (1, 10, 20):
         f = _write(tmp / f"rss-{mult}.jsonl", base * mult)
-        proc = subprocess.run([sys.executable, "-c", RSS_CHILD, str(f), str(tmp / f"rss{mult}")],
-                              cwd=ROOT, capture_output=True, text=True, check=True)
+        proc = subprocess.run([sys.executable, "-c", RSS_CHILD, str(f), str(tmp / f"rss{mult}"),
+                               str(shard)], cwd=ROOT, capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         assert r["docs"] == len(base) * mult
         peaks[mult] = r["peak_kb"]
@@ -268,5 +278,6 @@ def _bench_rss(lines: list[bytes], tmp: Path, table: Callable[..., str]) -> None
                      f"{r['s']:.1f}", f"{r['before_kb'] / 1024:.0f}",
                      f"{r['peak_kb'] / 1024:.0f}", f"{r['peak_kb'] / peaks[1]:.2f}x"])
     print(f"\nPeak RSS of one ingest_file (fresh interpreter; 'imports' = RSS after importing; "
-          f"peak = VmHWM reset after imports, else ru_maxrss); target growth <= {RSS_TARGET}x")
+          f"peak = VmHWM reset after imports, else ru_maxrss; shards of {shard / 2**20:g} MB); "
+          f"target growth <= {RSS_TARGET}x at 10x")
     print(table(["input", "docs", "MB", "s", "imports MiB", "peak MiB", "growth"], rows))

@@ -152,11 +152,14 @@ def test_report_and_prefect_artifacts(first_run: dict[str, Any]) -> None:
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["datamill-funnel", "datamill-report", "datamill-eval",
-                                        "datamill-loss"])))
+                                        "datamill-loss", "datamill-rejections"])))
     keys = {a.key for a in arts}
-    assert {"datamill-funnel", "datamill-report", "datamill-eval", "datamill-loss"} <= keys
+    assert {"datamill-funnel", "datamill-report", "datamill-eval", "datamill-loss",
+            "datamill-rejections"} <= keys
     funnel = next(a for a in arts if a.key == "datamill-funnel")
     assert "filter" in str(funnel.data)
+    rejections = next(a for a in arts if a.key == "datamill-rejections")
+    assert "exact_dedup.duplicate" in str(rejections.data)
     # the flow run in the UI carries the datamill run id as its name
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 

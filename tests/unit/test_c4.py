@@ -38,7 +38,7 @@ stats, decisions, fired = probe(c4, Config)
 def test_registry_and_module_constants():
     assert get_filter("c4_quality") is c4
     assert c4.NAME == "c4_quality"
-    assert c4.SCORE_VERSION == 2
+    assert c4.SCORE_VERSION == 3
 
 
 def test_published_defaults():
@@ -149,9 +149,14 @@ def test_long_words_and_citations():
     assert stats(cited, config=Config(remove_citations=False))["lines_flagged"] == 1
 
 
-def test_lorem_and_curly_anywhere_case_insensitive():
-    s = stats("Heading\nLorem Ipsum dolor sit amet\nfunction() { }")
+def test_lorem_and_curly_only_in_lines_the_line_rules_keep():
+    """As C4 (and datatrove): the two document rules look at lines that survived the rules
+    before them, case-insensitively for lorem ipsum."""
+    s = stats("Heading\nLorem Ipsum dolor sit amet.\nCall function() { return 1; } now.")
     assert s["lorem_ipsum"] is True and s["curly_bracket"] is True
+    # the same phrases in lines the line rules remove do not count
+    s = stats("Lorem Ipsum dolor\nfunction() { }\nEnable JavaScript to see {this} page.")
+    assert s["lorem_ipsum"] is False and s["curly_bracket"] is False
 
 
 def test_empty_whitespace_and_null_text():
