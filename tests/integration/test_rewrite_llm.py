@@ -1,0 +1,306 @@
+"""LLM rewriting against a real server: ``datamill llm serve`` (llama.cpp via xllamacpp, with
+SmolLM2-135M) behind a counting proxy, a real HTTP server of our own that counts every request,
+can hold them, and can answer 500 for a while. The model is tiny and slow on 2 cores, so
+answers are capped at a few tokens and each test uses a handful of short documents."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tasks.recipe import RewriteConfig
+from tasks.rewrite import rewrite_llm
+from tasks.schema import DOC_SCHEMA
+from tasks.store import write_parquet
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[str]:
+    """The real thing: `datamill llm serve` in its own process."""
+    pytest.importorskip("xllamacpp")
+    from tasks.llm.embedded import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "llm", "serve", "--port", str(port),
+         "--parallel", "2", "--ctx", "4096"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line, "datamill llm serve exited before serving"
+        url = json.loads(line)["base_url"]
+        for _ in range(100):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/health")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class Proxy:
+    """Forwards POSTs to the real server; records each request (body hash, start, whether its
+    answer was delivered); can hold new requests, or answer 500 until a deadline."""
+
+    def __init__(self, upstream: str) -> None:
+        u = urlparse(upstream)
+        self.host, self.port, self.prefix = u.hostname, u.port, u.path.rstrip("/")
+        self.log: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.open = threading.Event()
+        self.open.set()
+        self.fail_until = 0.0
+        self.failed = 0
+        self.in_flight = 0  # forwarded, not yet answered
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                rec = {"key": hashlib.sha256(body).hexdigest(), "t0": time.time(),
+                       "delivered": False}
+                with outer.lock:
+                    outer.log.append(rec)
+                outer.open.wait()
+                with outer.lock:
+                    outer.in_flight += 1
+                try:
+                    self._answer(body, rec)
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
+
+            def _answer(self, body: bytes, rec: dict[str, Any]) -> None:
+                if time.time() < outer.fail_until:
+                    outer.failed += 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                c = http.client.HTTPConnection(outer.host, outer.port, timeout=600)
+                c.request("POST", self.path.replace("/v1", outer.prefix, 1), body,
+                          {"Content-Type": "application/json"})
+                r = c.getresponse()
+                data = r.read()
+                try:
+                    self.send_response(r.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    rec["delivered"] = r.status == 200
+                    rec["t1"] = time.time()
+                except OSError:  # the client died while we answered
+                    pass
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def delivered(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.log if r["delivered"]]
+
+    def close(self) -> None:
+        self.open.set()
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def proxy(llm_server: str) -> Iterator[Proxy]:
+    p = Proxy(llm_server)
+    yield p
+    p.close()
+
+
+def _docs(sample_lines: list[str], n: int, chars: int = 280, offset: int = 0
+          ) -> list[dict[str, Any]]:
+    docs = [json.loads(x) for x in sample_lines]
+    en = [d for d in docs if d.get("lang") == "en" and len(d["text"]) > chars][offset:offset + n]
+    return [{"id": d["id"], "text": d["text"][:chars], "source": d["source"], "lang": "en"}
+            for d in en]
+
+
+def _shard(tmp: Path, docs: list[dict[str, Any]]) -> Path:
+    n = len(docs)
+    t = pa.table({"id": [d["id"] for d in docs], "text": [d["text"] for d in docs],
+                  "source": [d["source"] for d in docs], "url": [None] * n,
+                  "fetched_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
+                  "lang": ["en"] * n, "lang_score": pa.nulls(n, pa.float32()),
+                  "meta": [None] * n}, schema=DOC_SCHEMA)
+    p = tmp / "in.parquet"
+    write_parquet(t, p)
+    return p
+
+
+def _job(tmp: Path, src: Path, key: str) -> dict[str, Any]:
+    return {"key": key, "mode": "rewrite", "source": str(src),
+            "kept": str(tmp / key / "kept.parquet"), "rejected": str(tmp / key / "rej.parquet"),
+            "marker": str(tmp / key / "marker.json"), "reject_stage": "rewrite"}
+
+
+FAMILIES = {  # one prompt per family; the reasons each may reject with
+    "wrap_qa": {"rewrite.empty_output"},
+    "nemotron_distill": {"rewrite.empty_output"},
+    # 20 tokens cannot reach REWIRE's closing marker: the parse rejects, with its reason
+    "rewire": {"rewrite.missing_marker"},
+    "nemotron_math_clean": {"rewrite.no_useful_content", "rewrite.empty_output"},
+}
+
+
+def test_each_prompt_family_against_the_real_server(proxy: Proxy, sample_lines: list[str],
+                                                    tmp_path: Path) -> None:
+    src = _shard(tmp_path, _docs(sample_lines, 2, chars=200))
+    for name, allowed in FAMILIES.items():
+        # one request at a time: the long instructions stay in llama.cpp's prompt cache
+        cfg = RewriteConfig(backend="openai", base_url=proxy.url, model="smollm2", prompt=name,
+                            max_tokens=20, temperature=0, max_concurrency=1).model_dump()
+        out = rewrite_llm([_job(tmp_path, src, name)], cfg, str(tmp_path / "cache"))
+        s = out["shards"][0]
+        assert s["attempts"] == 2 and s["docs_in"] == s["docs_kept"] + s["docs_rejected"] == 4
+        assert out["run"]["new_generations"] == 2 and s["tokens_in"] > 100 and s["tokens_out"] > 0
+        kept = pq.read_table(tmp_path / name / "kept.parquet")
+        rw = kept.filter(pa.compute.is_valid(kept["rewritten_from"])).to_pylist()
+        assert len(rw) + s["docs_rejected"] == 2, name
+        for r in rw:
+            assert r["id"] == f"{r['rewritten_from']}~{name}" and r["prompt"] == name
+            assert r["model"] == "smollm2" and r["backend"] == "openai" and r["tokens_out"] > 0
+            assert r["text"].strip()
+        if s["docs_rejected"]:
+            rej = pq.read_table(tmp_path / name / "rej.parquet").column("reject_reason")
+            assert set(rej.to_pylist()) <= allowed, name
+    assert len(proxy.log) == 2 * len(FAMILIES)
+    # rewire's answers were cut by max_tokens: never a marker, so always rejected, never kept
+    rej = pq.read_table(tmp_path / "rewire" / "rej.parquet").column("reject_reason").to_pylist()
+    assert rej == ["rewrite.missing_marker"] * 2
+
+
+def test_server_answering_500_for_a_while(proxy: Proxy, sample_lines: list[str],
+                                          tmp_path: Path) -> None:
+    proxy.fail_until = time.time() + 3.0  # a 3 s outage from the first request on
+    src = _shard(tmp_path, _docs(sample_lines, 4, offset=2))
+    cfg = RewriteConfig(backend="openai", base_url=proxy.url, model="smollm2",
+                        prompt="wrap_easy", max_tokens=8, temperature=0, max_concurrency=2,
+                        backoff_base_s=0.1, backoff_cap_s=0.5, breaker_threshold=3,
+                        breaker_cooldown_s=0.5).model_dump()
+    out = rewrite_llm([_job(tmp_path, src, "o")], cfg, str(tmp_path / "cache"))
+    s, run = out["shards"][0], out["run"]
+    assert proxy.failed >= 3 and run["breaker_opened"] >= 1 and run["paused_s"] > 0
+    assert s["docs_kept"] == 8 and s["docs_rejected"] == 0  # every document, after recovery
+    assert run["new_generations"] == 4 and len(proxy.delivered()) == 4
+
+
+# ----------------------------------------------------------------------------- the flow
+def _recipe(path: Path, inp: Path, root: Path, rewrite: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump({
+        "name": "rewrite-it", "data_root": str(root), "input": {"paths": [str(inp)]},
+        "stages": {"ingest": {"shard_max_bytes": 1000}, "rewrite": rewrite}}))
+    return path
+
+
+def _cache_lines(cache: Path) -> list[Path]:
+    return sorted((cache / "log").glob("*.jsonl")) if (cache / "log").exists() else []
+
+
+def test_sigkill_of_the_worker_mid_stage_repeats_no_finished_request(
+        prefect_harness: None, proxy: Proxy, sample_lines: list[str], tmp_path: Path) -> None:
+    from flows.pipeline import run_recipe
+
+    docs = _docs(sample_lines, 8, chars=200, offset=6)
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    root = tmp_path / "root"
+    rw = {"backend": "openai", "base_url": proxy.url, "model": "smollm2", "prompt": "wrap_easy",
+          "max_tokens": 12, "temperature": 0, "max_concurrency": 2}
+    recipe = _recipe(tmp_path / "r.yaml", inp, root, rw)
+    cache = root / "llm_cache"
+    killed: dict[str, Any] = {}
+
+    def killer() -> None:
+        while len(proxy.delivered()) < 3:
+            time.sleep(0.05)
+        proxy.open.clear()  # hold new requests: the kill lands between answers
+        deadline = time.time() + 60
+        while proxy.in_flight and time.time() < deadline:  # let forwarded ones finish
+            time.sleep(0.05)
+        done = {r["key"] for r in proxy.delivered()}
+        while time.time() < deadline:  # every delivered answer is in the cache
+            n = sum(len(p.read_text().splitlines()) for p in _cache_lines(cache))
+            if n >= len(done):
+                break
+            time.sleep(0.05)
+        logs = [p for p in _cache_lines(cache) if p.name.endswith(".open.jsonl")]
+        pid = int(logs[0].name.split("-")[0])  # the worker process writing the cache
+        killed.update(done=done, pid=pid, at=time.time())
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        proxy.open.set()
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    summary = run_recipe(str(recipe), until="rewrite")
+    t.join(timeout=5)
+    assert killed, "the stage finished before it could be killed"
+    assert killed["pid"] != os.getpid()  # a Dask worker, not this process
+    after = [r for r in proxy.log if r["t0"] > killed["at"]]
+    assert after, "nothing was requested after the kill"
+    assert not {r["key"] for r in after} & killed["done"]  # no finished request again
+    st = {s["stage"]: s for s in summary["stages"]}["rewrite"]
+    assert st["docs_in"] == st["docs_kept"] + st["docs_rejected"] == 16  # 8 originals + 8
+    out = Path(st["output_path"])
+    kept = pa.concat_tables([pq.read_table(p) for p in sorted((out / "kept").glob("*.parquet"))])
+    src = kept.filter(pa.compute.is_valid(kept["rewritten_from"]))
+    assert sorted(src.column("rewritten_from").to_pylist()) == sorted(d["id"] for d in docs)
+    n_requests = len(proxy.log)
+    assert n_requests == 8 + sum(1 for r in proxy.log if not r["delivered"])
+
+    # a re-run of the finished stage: zero requests
+    again = run_recipe(str(recipe), until="rewrite")
+    assert {s["stage"]: s for s in again["stages"]}["rewrite"]["cached"]
+    assert len(proxy.log) == n_requests
+    # another stage version over the same documents (a different mixer): generations shared
+    other = run_recipe(str(_recipe(tmp_path / "r2.yaml", inp, root, {**rw, "mix_ratio": 2.0})),
+                       until="rewrite")
+    st2 = {s["stage"]: s for s in other["stages"]}["rewrite"]
+    assert not st2["cached"] and st2["version"] != st["version"]
+    assert len(proxy.log) == n_requests
+    # at 2:1 (per shard, rounded down) at most 4 of the 8 rewrites stay
+    assert 4 <= st2["docs_rejected"] <= 8 and st2["docs_kept"] == 16 - st2["docs_rejected"]
+    from tasks.catalog import Catalog
+
+    run = Catalog(root / "catalog.duckdb").show(other["run_id"])
+    m = {x["name"]: x["value"] for x in run["metrics"]}
+    assert m["rewrite.requests"] == 0 and m["rewrite.cache_hits"] == 8
+    assert m["rewrite.tokens_out"] > 0
