@@ -187,7 +187,12 @@ def _finish_shard(sh: _Shard, outputs: dict[str, dict[str, Any]], errors: dict[s
 
     job, t = sh.job, sh.table
     recycle = job["mode"] == "recycle"
-    base = t.drop_columns([c for c in ("reject_stage", "reject_reason") if c in t.column_names])
+    if recycle:  # the filter's scores describe the original text, not its rewrite
+        from tasks.schema import DOC_COLUMNS
+
+        base = t.select([c for c in t.column_names if c in DOC_COLUMNS])
+    else:
+        base = t
     ok_idx, ok_text, ok_tin, ok_tout = [], [], [], []
     bad_idx, bad_reason, bad_tin, bad_tout = [], [], [], []
     for i, ks in zip(sh.selected, sh.keys, strict=True):

@@ -304,3 +304,87 @@ def test_sigkill_of_the_worker_mid_stage_repeats_no_finished_request(
     m = {x["name"]: x["value"] for x in run["metrics"]}
     assert m["rewrite.requests"] == 0 and m["rewrite.cache_hits"] == 8
     assert m["rewrite.tokens_out"] > 0
+
+
+class RewireService:
+    """A stand-in for a remote LLM service (a real HTTP server on 127.0.0.1): answers REWIRE's
+    format with a long, clean English text, so recycled rewrites pass the quality rules."""
+
+    TEXT = ("The river town grew slowly over two centuries. Farmers brought grain to the mill "
+            "every autumn, and the miller kept careful records of each delivery. These records "
+            "show how the harvest changed from year to year, and they help historians "
+            "understand the weather, the prices and the lives of the people who worked the "
+            "land. Today the mill is a museum where visitors can read the old books and see "
+            "the great wheel turn once again in the water.")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.calls += 1
+                text = ("<thinking starts>plan<thinking ends>\n<improved response starts>\n"
+                        f"{outer.TEXT}\n<improved response ends>")
+                out = json.dumps({"choices": [{"message": {"content": text},
+                                               "finish_reason": "stop"}],
+                                  "usage": {"prompt_tokens": 700, "completion_tokens": 90}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(out.encode())
+
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+
+def test_rewire_recycles_the_filters_rejects_after_the_filter(
+        prefect_harness: None, sample_slice: Path, tmp_path: Path) -> None:
+    from flows.pipeline import run_recipe
+    from tasks.catalog import Catalog
+
+    svc = RewireService()
+    root = tmp_path / "root"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "rewire", "data_root": str(root), "input": {"paths": [str(sample_slice)]},
+        "stages": {"ingest": {"shard_max_bytes": 250_000},
+                   "rewrite": {"backend": "openai", "base_url": svc.url, "model": "m",
+                               "prompt": "rewire", "select": "rejected", "mix_ratio": None,
+                               "price_per_m_input": 0.1, "price_per_m_output": 0.4},
+                   "filter": {"filters": {"gopher_quality": {}}, "exact_dedup": {}}}}))
+    try:
+        summary = run_recipe(str(recipe), until="filter")
+    finally:
+        svc.srv.shutdown()
+        svc.srv.server_close()
+    st = {s["stage"]: s for s in summary["stages"]}
+    assert list(st) == ["ingest", "rewrite", "score", "filter", "recycle"]
+    assert st["rewrite"]["docs_in"] == st["rewrite"]["docs_kept"]  # passes through
+    f, r = st["filter"], st["recycle"]
+    fdir = Path(f["output_path"])
+    rejected = pa.concat_tables([pq.read_table(p, columns=["id", "reject_reason"])
+                                 for p in sorted((fdir / "rejected").glob("*.parquet"))])
+    reasons = rejected.column("reject_reason").to_pylist()
+    quality = [x for x in reasons if x.startswith("gopher_quality.")]
+    assert quality and "exact_dedup.duplicate" in reasons  # dedup rejects are not recycled
+    assert svc.calls == len(quality)
+    # every rewrite passes gopher here: kept = the filter's kept + one rewrite per reject
+    assert r["docs_in"] == f["docs_kept"] + len(quality) == r["docs_kept"] + r["docs_rejected"]
+    assert r["docs_kept"] == f["docs_kept"] + len(quality)
+    rec = pa.concat_tables([pq.read_table(p) for p in
+                            sorted((Path(r["output_path"]) / "kept").glob("*.parquet"))])
+    assert set(rec.column("prompt").to_pylist()) == {"rewire"}
+    assert sorted(rec.column("rewritten_from").to_pylist()) == sorted(
+        i for i, x in zip(rejected.column("id").to_pylist(), reasons, strict=True)
+        if x.startswith("gopher_quality."))
+    m = {x["name"]: x["value"] for x in Catalog(root / "catalog.duckdb").show(
+        summary["run_id"])["metrics"]}
+    n = len(quality)
+    assert m["recycle.tokens_in"] == 700 * n and m["recycle.tokens_out"] == 90 * n
+    assert m["recycle.cost_run"] == pytest.approx((700 * 0.1 + 90 * 0.4) * n / 1e6)
