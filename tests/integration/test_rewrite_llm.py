@@ -388,3 +388,21 @@ def test_rewire_recycles_the_filters_rejects_after_the_filter(
     n = len(quality)
     assert m["recycle.tokens_in"] == 700 * n and m["recycle.tokens_out"] == 90 * n
     assert m["recycle.cost_run"] == pytest.approx((700 * 0.1 + 90 * 0.4) * n / 1e6)
+
+
+def test_local_models_on_ray_actors(tmp_path: Path, sample_lines: list[str]) -> None:
+    """The local backend end to end on CPU: a pool of Ray actors each holding the model
+    (transformers here; vLLM where installed), fed batches, answers cached as they come."""
+    from llmkit import make_tiny_llama
+
+    model = make_tiny_llama(tmp_path / "tiny")
+    src = _shard(tmp_path, _docs(sample_lines, 5, chars=120))
+    cfg = RewriteConfig(backend="local", model=model, prompt="wrap_easy", max_tokens=4,
+                        temperature=0, local_actors=2, local_batch_size=2,
+                        local_engine="transformers").model_dump()
+    out = rewrite_llm([_job(tmp_path, src, "l")], cfg, str(tmp_path / "cache"))
+    s, run = out["shards"][0], out["run"]
+    assert s["attempts"] == 5 and run["new_generations"] == 5 and run["requests"] == 5
+    assert s["docs_in"] == 10 == s["docs_kept"] + s["docs_rejected"]
+    again = rewrite_llm([_job(tmp_path, src, "l2")], cfg, str(tmp_path / "cache"))
+    assert again["run"]["cache_hits"] == 5 and again["run"]["requests"] == 0
