@@ -36,6 +36,10 @@ text without non-blank lines. For a document whose ``lang`` is in ``no_space_lan
 scores are null (whitespace tokens are not words there; their rules do not apply); the line and
 paragraph scores still apply. A document with fewer than n words has an n-gram score of 0.
 
+Speed: texts of ``NUMPY_MIN_WORDS`` words or more are scored with numpy (n-grams numbered
+exactly by ranking (previous n-gram, next word) pairs; coverage by difference arrays), about 5x
+faster on long documents and equal to the plain-Python path to the bit (a test checks it).
+
 Deliberate differences from datatrove: words are word cores rather than the tokens of its
 per-language tokenizer (NLTK or spaCy, which make punctuation marks tokens of their own; on the
 sample corpus the two agree on 99% of the documents of 50+ words); duplicate n-gram coverage is
@@ -56,6 +60,7 @@ from itertools import accumulate, compress, count
 from operator import ne
 from typing import ClassVar
 
+import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
@@ -159,6 +164,62 @@ def _dup_ngram_chars(ws: list[str], prefix: list[int], n: int) -> int | None:
     return covered
 
 
+NUMPY_MIN_WORDS = 48  # shorter texts: the pure-Python n-gram code is faster than numpy's setup
+
+
+def _ngram_chars_np(ws: list[str]) -> list[int | None]:
+    """``_top_ngram_chars`` for n in TOP_NS, then ``_dup_ngram_chars`` for n in DUP_NS, in one
+    vectorised pass (same values, including the early stops as 0 / None). n-grams are
+    numbered exactly, not hashed: the (n-1)-gram number and the next word's number are ranked
+    together, so equal numbers mean equal n-grams."""
+    vocab: dict[str, int] = {}
+    ids = np.fromiter((vocab.setdefault(w, len(vocab)) for w in ws), dtype=np.int64,
+                      count=len(ws))
+    lengths = np.fromiter(map(len, ws), dtype=np.int64, count=len(ws))
+    v = max(len(vocab), 1)
+    out: list[int | None] = []
+    gram = ids
+    repeated = True
+    for n in range(2, DUP_NS[-1] + 1):
+        m = len(ws) - n + 1
+        if m <= 0 or not repeated:
+            if n in TOP_NS:
+                out.append(0)
+            elif n in DUP_NS:
+                out.append(None if repeated else 0)
+                repeated = False
+            continue
+        _, first, gram, counts = np.unique(gram[:m] * v + ids[n - 1:], return_index=True,
+                                           return_inverse=True, return_counts=True)
+        gram = gram.ravel()
+        if n in TOP_NS:
+            best = counts.max()
+            if best < 2:
+                out.append(0)
+                repeated = False
+                continue
+            top = np.flatnonzero(counts == best)
+            key = top[np.argmin(first[top])]  # ties go to the n-gram seen first
+            pos = np.flatnonzero(gram == key)
+            runs = 1 + int(np.count_nonzero(pos[1:] >= pos[:-1] + n))
+            mask = _cover(pos, n, len(ws))
+            out.append(int(lengths[mask].sum()) + int(mask.sum()) - runs)
+        else:
+            pos = np.flatnonzero(first[gram] != np.arange(m))
+            if not len(pos):
+                out.append(None)
+                repeated = False
+                continue
+            out.append(int(lengths[_cover(pos, n, len(ws))].sum()))
+    return out
+
+
+def _cover(pos: np.ndarray, n: int, size: int) -> np.ndarray:
+    """Words covered by the n-grams starting at ``pos``."""
+    edge = np.bincount(pos, minlength=size + 1) - np.bincount(pos + n, minlength=size + 1)
+    return np.cumsum(edge[:size]) > 0
+
+
 def _score_one(text: str, no_space: bool) -> list[float | None]:
     size = len(text)
     if size == 0:
@@ -179,6 +240,11 @@ def _score_one(text: str, no_space: bool) -> list[float | None]:
         return out
 
     ws = tx.words(text)
+    if len(ws) >= NUMPY_MIN_WORDS:
+        chars_np = _ngram_chars_np(ws)
+        out.extend(c / size for c in chars_np[:len(TOP_NS)])  # type: ignore[operator]
+        out.extend(0.0 if c is None else c / size for c in chars_np[len(TOP_NS):])
+        return out
     prefix = [0, *accumulate(map(len, ws))]
     repeated = True  # False once some n has no repeated n-gram: longer ones cannot repeat
     for n in TOP_NS:

@@ -342,3 +342,15 @@ def test_sample_corpus_runs_with_plausible_rejections():
     for rule in RULES[4:]:
         assert all(out[rule][i].as_py() is None for i in cjk)
     assert sum(1 for i in cjk if reason[i] == "") >= 0.7 * len(cjk)
+
+
+def test_vectorised_ngram_path_matches_the_python_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long texts take the numpy path: same scores as the plain-Python one, to the bit."""
+
+    texts = [r["text"] for r in sample_records()[:600]] + [
+        "a b " * 60, "the cat sat on the mat " * 20, "x y z " * 30 + "w",
+        "one two three four five " * 12, "a " * 100, "  ".join(["w"] * 47), ""]
+    t = table(texts, [None] * len(texts))
+    fast = gr.score(t, gr.Config()).to_pylist()
+    monkeypatch.setattr(gr, "NUMPY_MIN_WORDS", 10**9)
+    assert gr.score(t, gr.Config()).to_pylist() == fast
