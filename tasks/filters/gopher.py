@@ -26,15 +26,16 @@ Score columns (``gopher_quality_<stat>``):
 - ``alpha_words_frac`` (float32): tokens containing at least one letter / tokens. The denominator
   is all tokens (symbol-only tokens included), as in Gopher: that is what catches
   symbol-heavy text.
-- ``stop_words`` (int32): words whose lowercased core is in the document language's stop-word
-  list. A null ``lang`` counts as ``"en"``.
+- ``stop_words`` (int32): how many DIFFERENT words of the document language's stop-word list
+  occur (as lowercased word cores): Gopher asks for "at least two of" the eight English words,
+  so "the the" counts 1. A null ``lang`` counts as ``"en"``.
 
 Language awareness: for a document whose ``lang`` is in ``no_space_langs`` (scripts written
 without spaces between words) whitespace tokens are not words, so ``n_words``,
 ``mean_word_length``, ``hash_word_ratio``, ``ellipsis_word_ratio`` and ``alpha_words_frac`` are
 null and their rules do not apply. ``stop_words`` is null when the language has no stop-word
-list; for a no-space language that has one, it counts (non-overlapping) substring occurrences of
-the stop words in the lowercased text instead of whole words. Language codes are matched
+list; for a no-space language that has one, it counts the stop words that occur as substrings
+of the lowercased text instead of as whole words. Language codes are matched
 case-insensitively, first exactly and then by their base subtag (``"zh-Hant"`` -> ``"zh"``).
 
 Empty input: a ratio whose denominator is zero (no words, no tokens or no non-blank lines) is
@@ -57,7 +58,7 @@ from tasks.filters import text as textlib
 from tasks.filters.base import FilterConfig
 
 NAME = "gopher_quality"
-SCORE_VERSION = 1
+SCORE_VERSION = 2  # 2: stop_words counts distinct stop words
 
 BULLETS: tuple[str, ...] = ("•", "‣", "●", "○", "▪", "-", "*", "–", "—")
 ELLIPSES: tuple[str, ...] = ("...", "…")
@@ -225,7 +226,7 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
                 stops.append(None)
             else:
                 low = text.lower()
-                stops.append(sum(low.count(w) for w in stop_set if w))
+                stops.append(sum(1 for w in stop_set if w and w in low))
             continue
 
         cores = core_re.findall(text)
@@ -248,7 +249,7 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
         if stop_set is None:
             stops.append(None)
         else:
-            stops.append(sum(map(stop_set.__contains__, map(str.lower, cores))))
+            stops.append(len(stop_set.intersection(map(str.lower, cores))))
 
     columns = [
         n_words,
