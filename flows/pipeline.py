@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.contracts import contract_gate
 from infra import dask as dask_engine
 from infra import ray as ray_engine
 from infra.env import data_root as resolve_data_root
@@ -589,8 +590,11 @@ def train_task(ctx: RunContext, upstream: dict[str, Any], tcfg: Any) -> dict[str
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(ctx: RunContext, tok: dict[str, Any], trained: dict[str, Any]
+def evaluate_task(ctx: RunContext, tok: dict[str, Any], trained: dict[str, Any],
+                  ingested: dict[str, Any] | None = None, stage: str = "evaluate"
                   ) -> dict[str, Any]:
+    """stage="baseline": another model (a refresh's promoted one) scored on this run's data,
+    recorded as its own stage, not as this run's evals."""
     cfg = ctx.recipe.stages.evaluate
     config = cfg.model_dump()
     ckpt = _abs(ctx, trained["outputs"]["checkpoint"])
@@ -615,7 +619,9 @@ def evaluate_task(ctx: RunContext, tok: dict[str, Any], trained: dict[str, Any]
                 "results": res, "outputs": {"results": sd.rel(sd.path / "results.json"),
                                             "items": sd.rel(sd.path / "items.parquet")}}
 
-    manifest = run_stage(ctx, "evaluate", config, [tok["version"], trained["version"]], compute)
+    manifest = run_stage(ctx, stage, config, [tok["version"], trained["version"]], compute)
+    if stage != "evaluate":
+        return manifest
     res = manifest["results"]
     rows = [("heldout", "bpb", res["overall"]["bpb"])]
     rows += [(f"heldout/{src}", "bpb", r["bpb"]) for src, r in sorted(res["by_source"].items())]
@@ -663,7 +669,14 @@ def _flow_run_name() -> str:
 def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None = None,
                run_id: str | None = None) -> dict[str, Any]:
     """Run a recipe end to end (or up to ``until``); returns the run's summary."""
-    recipe = load_recipe(recipe_path)
+    return execute(load_recipe(recipe_path), recipe_path, until, data_root, run_id)
+
+
+def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
+            data_root: str | None = None, run_id: str | None = None,
+            after: Callable[[RunContext], None] | None = None) -> dict[str, Any]:
+    """The run's body, inside a flow run (run_recipe's, or flows/refresh.py's with the recipe
+    it derives); ``after(ctx)`` runs once the stages are done, before the run is published."""
     if until is not None and until not in STAGES:
         raise ValueError(f"--until must be one of {STAGES}, not {until!r}")
     root = resolve_data_root(data_root, recipe.data_root)
@@ -679,6 +692,7 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
     last = STAGES.index(until) if until else len(STAGES) - 1
     try:
         m = ingest_task(ctx)
+        contract_gate(ctx, m)
         if ctx.recipe.stages.ingest.incremental and m["docs_in"] == 0:
             log.info("nothing to do: no new input files for recipe %s", recipe.name)
             last = 0
@@ -689,8 +703,10 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
             rw = ctx.recipe.stages.rewrite
             if rw is not None and rw.is_llm and rw.select == "rejected":
                 m = recycle_task(ctx, m)  # REWIRE: rewrites of rejects that now pass
+            contract_gate(ctx, m)
         if last >= 3:
             tok = tokenize_task(ctx, m)
+            contract_gate(ctx, tok)  # a broken contract fails the run before training
         if last >= 4:
             dask_engine.release_local()  # CPU stages are done; give the cores to training
             # one proxy per seed, each its own content-addressed stage (shared across recipes)
@@ -698,6 +714,8 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
         if last >= 5:
             for t in trained:
                 evaluate_task(ctx, tok, t)
+        if after is not None:
+            after(ctx)
     except BaseException as e:
         ctx.catalog.finish_run(ctx.run_id, "failed", error=f"{type(e).__name__}: {e}")
         raise

@@ -38,6 +38,13 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE TABLE IF NOT EXISTS dedup_index (
   name VARCHAR, seq BIGINT, stage_version VARCHAR, upstream VARCHAR, files JSON, docs BIGINT,
   run_id VARCHAR, added_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS contracts (
+  run_id VARCHAR, stage VARCHAR, version VARCHAR, suite VARCHAR, expectation VARCHAR,
+  column_name VARCHAR, success BOOLEAN, offending BIGINT, observed VARCHAR, rows BIGINT,
+  checked_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS promotions (
+  decided_at TIMESTAMPTZ, recipe VARCHAR, run_id VARCHAR, baseline_run VARCHAR,
+  promoted BOOLEAN, rule VARCHAR, reason VARCHAR, checkpoints JSON, stats JSON);
 """
 
 STAGE_COLUMNS = ["stage", "version", "docs_in", "docs_kept", "docs_rejected", "seconds",
@@ -131,6 +138,58 @@ class Catalog:
                 con.executemany("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                 [[run_id, recipe, ingest_version, f["path"], f["size"],
                                   f["mtime_ns"], f["sha256"], now()] for f in files])
+
+    def record_contracts(self, run_id: str, stage: str, version: str, suite: str, rows: int,
+                         checks: list[dict[str, Any]]) -> None:
+        """A data contract's checks on one stage output (tasks/contracts.py)."""
+        if checks:
+            with self.connect() as con:
+                con.executemany(
+                    "INSERT INTO contracts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [[run_id, stage, version, suite, c["expectation"], c["column"],
+                      c["success"], c["offending"], c["observed"], rows, now()]
+                     for c in checks])
+
+    def record_promotion(self, recipe: str, run_id: str, baseline_run: str | None,
+                         promoted: bool, rule: str, reason: str,
+                         checkpoints: list[str], stats: list[dict[str, Any]]) -> None:
+        """A refresh's promotion decision and the statistics behind it."""
+        with self.connect() as con:
+            con.execute("INSERT INTO promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [now(), recipe, run_id, baseline_run, promoted, rule, reason,
+                         json.dumps(checkpoints), json.dumps(stats, default=str)])
+
+    def promoted(self, recipe: str) -> dict[str, Any] | None:
+        """The recipe's promoted run (its latest promotion), or None."""
+        if not self.path.exists():
+            return None
+        with self.connect(read_only=True) as con:
+            have = con.execute("SELECT count(*) FROM information_schema.tables "
+                               "WHERE table_name = 'promotions'").fetchone()
+            if not have or not have[0]:
+                return None
+            rows = _dicts(con.execute(
+                "SELECT decided_at, recipe, run_id, baseline_run, rule, reason, checkpoints, "
+                "stats FROM promotions WHERE recipe = ? AND promoted "
+                "ORDER BY decided_at DESC LIMIT 1", [recipe]))
+        if not rows:
+            return None
+        row = rows[0]
+        row["checkpoints"] = json.loads(row["checkpoints"])
+        row["stats"] = json.loads(row["stats"])
+        return row
+
+    def promotions(self, recipe: str) -> list[dict[str, Any]]:
+        with self.connect(read_only=True) as con:
+            return _dicts(con.execute(
+                "SELECT decided_at, run_id, baseline_run, promoted, rule, reason FROM "
+                "promotions WHERE recipe = ? ORDER BY decided_at", [recipe]))
+
+    def contracts(self, run_id: str) -> list[dict[str, Any]]:
+        with self.connect(read_only=True) as con:
+            return _dicts(con.execute(
+                "SELECT stage, version, suite, expectation, column_name, success, offending, "
+                "observed, rows FROM contracts WHERE run_id = ? ORDER BY rowid", [run_id]))
 
     def consumed_hashes(self, recipe: str) -> set[str]:
         if not self.path.exists():

@@ -266,12 +266,46 @@ class StagesConfig(Strict):
             raise ValueError(_short(e)) from None
 
 
+class ContractsConfig(Strict):
+    """Data contracts (great-expectations) checked on each stage's output before training."""
+
+    enabled: bool = Field(True, description="run the gates; a violation fails the run before "
+                          "training (docs/operations.md)")
+    min_text_chars: int = Field(1, ge=0, description="shorter kept documents break the contract")
+    max_text_chars: int | None = Field(
+        None, gt=0, description="longer kept documents break the contract; null = "
+        "stages.ingest.max_doc_chars")
+
+
+class RefreshConfig(Strict):
+    """`datamill refresh` / the datamill-refresh flow: when a refreshed model is promoted."""
+
+    promote_if: Literal["not_worse", "better"] = Field(
+        "not_worse", description="promote the refreshed model unless a deciding metric is "
+        "worse than the promoted model's, or only when one is better and none worse")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["heldout/bpb"], min_length=1,
+        description="TASK/METRIC rows of the comparison that decide, e.g. heldout/bpb, "
+        "next_sentence/acc")
+    dedup_index: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$", description="persistent dedup index the refreshes "
+        "share; null = stages.filter.dedup_index, else refresh-<recipe name>")
+    replay: float | None = Field(
+        None, ge=0, lt=1, description="replay share when continuing the promoted model; null "
+        "= stages.train.replay")
+    boot: int = Field(2000, ge=100, description="bootstrap resamples of the comparison")
+
+
 class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="recipe name (catalog, UI)")
     data_root: str = Field(".datamill", description="outputs and catalog; overridden by "
                            "--data-root or $DATAMILL_DATA_ROOT")
     input: InputConfig
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    contracts: ContractsConfig = Field(default_factory=ContractsConfig,
+                                       description="data contracts checked before training")
+    refresh: RefreshConfig = Field(default_factory=RefreshConfig,
+                                   description="promotion rule of `datamill refresh`")
 
     def train_config(self) -> Any:
         return _train_config_cls()(**self.stages.train)
@@ -322,7 +356,8 @@ def _doc_models() -> list[tuple[str, type[BaseModel]]]:
     ]
     models += [(f"stages.filter.filters.{n}", get_filter(n).Config) for n in REGISTRY]
     models += [("stages.tokenize", TokenizeConfig), ("stages.train", _train_config_cls()),
-               ("stages.evaluate", EvaluateConfig)]
+               ("stages.evaluate", EvaluateConfig), ("contracts", ContractsConfig),
+               ("refresh", RefreshConfig)]
     return models
 
 

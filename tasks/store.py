@@ -32,6 +32,7 @@ CODE_VERSIONS = {
     "tokenize": 3,  # 2: held-out docs keep their lang; 3: rows packed per source, indexed
     "train": 2,  # 2: checkpoint/datamill.json (its data, for init_from), summary.json
     "evaluate": 2,  # 2: multiple-choice tasks, per-item scores
+    "baseline": 2,  # a refresh's promoted model evaluated on its data (same code as evaluate)
 }
 
 

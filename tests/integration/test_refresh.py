@@ -1,0 +1,85 @@
+"""The refresh flow in-process (Prefect test harness, real Dask, Ray, DuckDB, GX): the first
+refresh trains from scratch and is promoted; the next one takes only the new file, drops what
+the first kept (persistent dedup index), continues the promoted model with replay, scores the
+promoted model on its held-out data and decides; a third with no new input does nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.catalog import Catalog
+
+pytestmark = pytest.mark.slow
+
+
+def _stages(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["stage"]: s for s in summary["stages"]}
+
+
+def test_refresh_promotes_continues_and_idles(prefect_harness: None, sample_lines: list[str],
+                                              tmp_path: Path, write_recipe: Any,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import main
+    from flows.refresh import refresh
+
+    root, inbox = tmp_path / "root", tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_text("\n".join(sample_lines[0::8]) + "\n")
+    recipe = write_recipe(tmp_path / "r.yaml", inbox / "*.jsonl", root)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["refresh"] = {"boot": 300}
+    recipe.write_text(yaml.safe_dump(raw))
+
+    first = refresh(str(recipe))
+    assert first["status"] == "completed"
+    assert first["promotion"]["promoted"] and first["promotion"]["baseline_run"] is None
+    cat = Catalog(root / "catalog.duckdb")
+    assert cat.promoted("slice")["run_id"] == first["run_id"]
+    # the gates ran on ingest, filter and tokenize outputs and held
+    gates = cat.contracts(first["run_id"])
+    assert {g["stage"] for g in gates} == {"ingest", "filter", "tokenize"}
+    assert all(g["success"] for g in gates)
+
+    # a new snapshot: new documents plus copies of documents the first refresh kept
+    (inbox / "b.jsonl").write_text("\n".join(sample_lines[4::8] + sample_lines[0:40:8]) + "\n")
+    second = refresh(str(recipe))
+    st = _stages(second)
+    assert st["ingest"]["docs_in"] == len(sample_lines[4::8]) + 5  # only the new file
+    run = cat.show(second["run_id"])
+    seen = {r["rule"]: r["docs"] for r in run["rejections"]}
+    assert seen.get("exact_dedup.seen_before", 0) >= 4  # the copies, dropped by the index
+    train = json.loads((Path(st["train"]["output_path"]) / "manifest.json").read_text())
+    assert train["init"]["run_id"] == first["run_id"]  # continued the promoted model
+    assert train["summary"]["replay_data"]
+    assert "baseline" in st  # the promoted model scored on this run's held-out data
+    p = second["promotion"]
+    assert p["baseline_run"] == first["run_id"] and p["rule"] == "not_worse"
+    with cat.connect(read_only=True) as con:
+        n = con.execute("SELECT count(*) FROM decisions WHERE run_a = ? AND run_b = ?",
+                        [first["run_id"], second["run_id"]]).fetchone()[0]
+    assert n >= 1
+    history = cat.promotions("slice")
+    assert [h["run_id"] for h in history] == [first["run_id"], second["run_id"]]
+    expected = second["run_id"] if p["promoted"] else first["run_id"]
+    assert cat.promoted("slice")["run_id"] == expected
+
+    # `datamill promoted` prints the promoted run and its checkpoint
+    assert main(["promoted", "slice", "--data-root", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["run_id"] == expected and Path(out["checkpoints"][0]).is_dir()
+
+    # no new input: a quick completed run that trains nothing and promotes nothing
+    t0 = time.perf_counter()
+    third = refresh(str(recipe))
+    took = time.perf_counter() - t0
+    assert third["status"] == "completed"
+    assert [s["stage"] for s in third["stages"]] == ["ingest"]
+    assert third["promotion"] == {"promoted": False, "reason": "nothing to do: no new input"}
+    assert cat.promoted("slice")["run_id"] == expected
+    assert took < 30, took
