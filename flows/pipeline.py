@@ -337,7 +337,12 @@ def score_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
         stats = _sharded(sd, filter_stage.score_shard, jobs, "score")
         return {**merge_counts(stats), "outputs": {"kept": [sd.rel(a[1]) for _, a in jobs]}}
 
-    return run_stage(ctx, "score", config, [upstream["version"]], compute)
+    manifest = run_stage(ctx, "score", config, [upstream["version"]], compute)
+    if manifest.get("edits"):  # lines removed, PII replaced: to the catalog and the log
+        get_run_logger().info("edits: %s", manifest["edits"])
+        ctx.catalog.record_metrics(ctx.run_id, [(0, f"edits.{k}", float(v))
+                                                for k, v in sorted(manifest["edits"].items())])
+    return manifest
 
 
 def _without(keys: Any, seen: Any) -> Any:

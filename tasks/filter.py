@@ -75,7 +75,22 @@ def score_shard(
                         url_dedup)
     write_parquet(t, Path(out_path), row_group_rows=pf.metadata.row_group(0).num_rows
                   if pf.metadata.num_row_groups else None)
-    return {"docs_in": len(t), "docs_kept": len(t), "docs_rejected": 0}
+    return {"docs_in": len(t), "docs_kept": len(t), "docs_rejected": 0,
+            "edits": edit_totals(t, filters)}
+
+
+def edit_totals(scored: pa.Table, filters: Mapping[str, FilterConfig]) -> dict[str, int]:
+    """Totals of the edit steps' count columns (``c4_lines_removed``, ``pii_emails``, ...)."""
+    out: dict[str, int] = {}
+    for name in filters:
+        module = get_filter(name)
+        if not hasattr(module, "edit"):
+            continue
+        for col in module.SCORE_SCHEMA.names:
+            if col.endswith("_total"):
+                continue
+            out[col] = int(pc.sum(scored.column(col)).as_py() or 0)
+    return out
 
 
 def first_failure(

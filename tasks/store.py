@@ -124,6 +124,9 @@ def merge_counts(stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
             r = out["rejections"].setdefault(rule, {"first": 0, "alone": 0})
             r["first"] += int(c.get("first", 0))
             r["alone"] += int(c.get("alone", 0))
+        for name, v in s.get("edits", {}).items():  # what edit steps changed (lines, PII)
+            edits = out.setdefault("edits", {})
+            edits[name] = edits.get(name, 0) + int(v)
     return out
 
 

@@ -15,8 +15,9 @@ A filter module (one file in tasks/filters/) declares
 An *edit step* (``c4_lines``, ``pii``) is a filter module that also defines
 ``edit(table, config) -> (text, scores)``: it rewrites ``text`` before the steps after it in the
 recipe score it, and its score columns record what it changed (lines removed, placeholders put
-in). Its rules may reject (an edit that leaves nothing) or be empty. Every parameter of an edit
-step that changes the text is a score parameter.
+in; declared in its ``SCORE_SCHEMA``, whose totals go to the stage manifest and the catalog
+as ``edits.<column>``). Its rules may reject (an edit that leaves nothing) or be empty. Every
+parameter of an edit step that changes the text is a score parameter.
 
 The registry below maps recipe keys to modules, so adding a filter is one file plus one line
 here and one recipe line.

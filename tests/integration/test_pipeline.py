@@ -339,13 +339,17 @@ def test_dedup_index_drops_what_earlier_runs_kept(
                     "gopher_quality": {}},
         "exact_dedup": {}, "minhash_dedup": {}, "url_dedup": {}, "dedup_index": "web"}
     recipe.write_text(yaml.safe_dump(raw))
-    first = stages_of(run_recipe(str(recipe), until="filter"))
+    first_summary = run_recipe(str(recipe), until="filter")
+    first = stages_of(first_summary)
     fdir = Path(first["filter"]["output_path"])
     kept1 = {r["id"]: r for p in sorted((fdir / "kept").glob("*.parquet"))
              for r in pq.read_table(p, columns=["id", "url", "text"]).to_pylist()}
     assert kept1 and len(list((fdir / "index").glob("*.parquet"))) >= 1
     scored = pq.read_schema(next((fdir / "kept").glob("*.parquet"))).names
     assert {"pii_emails", "c4_lines_removed"} <= set(scored)
+    edits = Catalog(tmp_path / "root" / "catalog.duckdb").show(first_summary["run_id"])
+    lines = [m for m in edits["metrics"] if m["name"] == "edits.c4_lines_removed"]
+    assert lines and lines[0]["value"] > 0  # C4's line edits removed lines, and counted them
 
     # day 2: 50 new docs, 5 exact copies, 5 one-word variants, 5 new texts at an old URL
     long_kept = sorted((d for d in day1 if d["id"] in kept1), key=lambda d: -len(d["text"]))
