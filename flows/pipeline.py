@@ -252,10 +252,16 @@ def _run_llm(ctx: RunContext, sd: StageDir, cfg: Any, jobs: list[dict[str, Any]]
                           + run["new_tokens_out"] / 1e6 * cfg.price_per_m_output, 6),
         "cost_total": round(tin / 1e6 * cfg.price_per_m_input
                             + tout / 1e6 * cfg.price_per_m_output, 6),
-        "prompt": cfg.prompt, "model": config.get("model") or cfg.backend,
+        "prompt": cfg.prompt, "model": _model_id(config),
         "backend": cfg.backend})
     kept_rewrites = [sd.rel(s["kept_file"]) for s in shards if s.get("kept_file")]
     return {**merge_counts(shards), "llm": run, "outputs": {"kept": kept_rewrites}}
+
+
+def _model_id(config: dict[str, Any]) -> str:
+    from tasks.llm import model_id
+
+    return model_id(config)
 
 
 def _report_llm(ctx: RunContext, manifest: dict[str, Any]) -> None:
