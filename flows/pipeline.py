@@ -608,18 +608,31 @@ def evaluate_task(ctx: RunContext, tok: dict[str, Any], trained: dict[str, Any],
     recorded as its own stage, not as this run's evals."""
     cfg = ctx.recipe.stages.evaluate
     config = cfg.model_dump()
-    ckpt = _abs(ctx, trained["outputs"]["checkpoint"])
+    train_dir = ctx.data_root / Path(trained["outputs"]["checkpoint"]).parent
+    ckpt = str(train_dir / "checkpoint")
+    inputs = [tok["version"], trained["version"]]
+    raw = cfg.heldout == "raw"
+    if raw:
+        if ingested is None:
+            raise ValueError("evaluate.heldout: raw needs the ingest stage's output")
+        inputs.append(f"raw:{ingested['version']}")
 
     def compute(sd: StageDir) -> dict[str, Any]:
+        from tasks.evaluate import read_raw_heldout
+
         data_dir = ctx.data_root / tok["outputs"]["data_dir"]
-        docs = tokenize.read_heldout(data_dir, cfg.max_docs)
+        if raw:
+            docs = read_raw_heldout([_abs(ctx, p) for p in ingested["outputs"]["kept"]],
+                                    ctx.recipe.stages.tokenize.heldout_fraction, cfg.max_docs)
+        else:
+            docs = tokenize.read_heldout(data_dir, cfg.max_docs)
         seq_len = json.loads((data_dir / "meta.json").read_text())["seq_len"]
         ray = ray_engine.init()
         actor = ray_engine.start_actor()
         try:
-            res = ray.get(actor.run.remote("tasks.evaluate:evaluate_all", Path(ckpt), docs,
+            res = ray.get(actor.run.remote("tasks.evaluate:evaluate_run", train_dir, docs,
                                            seq_len, cfg.batch_size, cfg.tasks, cfg.max_items,
-                                           cfg.seed))
+                                           cfg.seed, cfg.checkpoints, cfg.average_last))
         finally:
             ray.kill(actor)
         import pyarrow as pa
@@ -630,16 +643,24 @@ def evaluate_task(ctx: RunContext, tok: dict[str, Any], trained: dict[str, Any],
                 "results": res, "outputs": {"results": sd.rel(sd.path / "results.json"),
                                             "items": sd.rel(sd.path / "items.parquet")}}
 
-    manifest = run_stage(ctx, stage, config, [tok["version"], trained["version"]], compute)
+    manifest = run_stage(ctx, stage, config, inputs, compute)
     if stage != "evaluate":
         return manifest
     res = manifest["results"]
+    seed = trained["config"]["seed"]
+    ctx.catalog.record_evals(ctx.run_id, ckpt, _eval_rows(res), seed=seed)
+    for c in res.get("checkpoints", []):  # checkpoint noise: each step under its own path
+        ctx.catalog.record_evals(ctx.run_id, c["path"], _eval_rows(c), seed=seed)
+    return manifest
+
+
+def _eval_rows(res: dict[str, Any]) -> list[tuple[str, str, float]]:
     rows = [("heldout", "bpb", res["overall"]["bpb"])]
-    rows += [(f"heldout/{src}", "bpb", r["bpb"]) for src, r in sorted(res["by_source"].items())]
+    rows += [(f"heldout/{src}", "bpb", r["bpb"])
+             for src, r in sorted(res.get("by_source", {}).items())]
     for name, r in sorted(res.get("tasks", {}).items()):
         rows += [(name, m, r[m]) for m in ("acc", "acc_norm", "acc_centred", "items")]
-    ctx.catalog.record_evals(ctx.run_id, ckpt, rows, seed=trained["config"]["seed"])
-    return manifest
+    return rows
 
 
 # ----------------------------------------------------------------------------- the flow
@@ -702,7 +723,7 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
     ctx.catalog.start_run(ctx.run_id, recipe.name, ctx.recipe_path, recipe.model_dump())
     last = STAGES.index(until) if until else len(STAGES) - 1
     try:
-        m = ingest_task(ctx)
+        m = ingested = ingest_task(ctx)
         contract_gate(ctx, m)
         if ctx.recipe.stages.ingest.incremental and m["docs_in"] == 0:
             log.info("nothing to do: no new input files for recipe %s", recipe.name)
@@ -724,7 +745,7 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
             trained = [train_task(ctx, tok, c) for c in recipe.train_config().per_seed()]
         if last >= 5:
             for t in trained:
-                evaluate_task(ctx, tok, t)
+                evaluate_task(ctx, tok, t, ingested)
         if after is not None:
             after(ctx)
     except BaseException as e:

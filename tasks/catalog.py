@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS decisions (
   decided_at TIMESTAMPTZ, run_a VARCHAR, run_b VARCHAR, task VARCHAR, metric VARCHAR,
   a DOUBLE, b DOUBLE, diff DOUBLE, ci_low DOUBLE, ci_high DOUBLE, mde DOUBLE, items BIGINT,
   seeds BIGINT, verdict VARCHAR);
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS signal DOUBLE;
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS noise DOUBLE;
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS snr DOUBLE;
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS note VARCHAR;
+ALTER TABLE decisions ADD COLUMN IF NOT EXISTS ablation VARCHAR;
 CREATE TABLE IF NOT EXISTS dedup_index (
   name VARCHAR, seq BIGINT, stage_version VARCHAR, upstream VARCHAR, files JSON, docs BIGINT,
   run_id VARCHAR, added_at TIMESTAMPTZ);
@@ -121,14 +126,25 @@ class Catalog:
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [[run_id, checkpoint, t, m, v, seed] for t, m, v in rows])
 
-    def record_decisions(self, run_a: str, run_b: str, rows: list[dict[str, Any]]) -> None:
+    def record_decisions(self, run_a: str, run_b: str, rows: list[dict[str, Any]],
+                         ablation: str | None = None) -> None:
+        """Verdicts of B vs A with their statistics (tasks/compare.py rows); ``ablation``
+        groups the pairs of one ablation flow run."""
         if rows:
             with self.connect() as con:
                 con.executemany(
-                    "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO decisions (decided_at, run_a, run_b, task, metric, a, b, diff, "
+                    "ci_low, ci_high, mde, items, seeds, verdict, signal, noise, snr, note, "
+                    "ablation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [[now(), run_a, run_b, r["task"], r["metric"], r["a"], r["b"], r["diff"],
                       r["ci_low"], r["ci_high"], r["mde"], r["items"], r["seeds"],
-                      r["verdict"]] for r in rows])
+                      r["verdict"], r.get("signal"), r.get("noise"), r.get("snr"),
+                      r.get("note") or None, ablation] for r in rows])
+
+    def decisions(self, ablation: str | None = None) -> list[dict[str, Any]]:
+        with self.connect(read_only=True) as con:
+            where, args = ("WHERE ablation = ?", [ablation]) if ablation else ("", [])
+            return _dicts(con.execute(f"SELECT * FROM decisions {where} ORDER BY rowid", args))
 
     def record_inputs(self, run_id: str, recipe: str, ingest_version: str,
                       files: list[dict[str, Any]]) -> None:

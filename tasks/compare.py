@@ -1,51 +1,147 @@
-"""Compare two runs: per task and metric, the difference with a paired bootstrap interval over
-the items both runs scored, the minimum detectable effect, and a verdict."""
+"""Compare runs: per task and metric, the difference with a paired interval over the items both
+runs scored (and their seeds), the minimum detectable effect, a verdict, and the task's
+signal-to-noise ratio; plus an aggregate over the multiple-choice tasks that can leave out
+low-SNR tasks."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks.stats import paired_bootstrap, snr
+from tasks.evalsets import N_CHOICES
+from tasks.stats import aggregate, paired_bootstrap, snr
 
-HIGHER_IS_BETTER = {"bpb": False, "acc": True, "acc_norm": True}
+HIGHER_IS_BETTER = {"bpb": False, "acc": True, "acc_norm": True, "acc_centred": True}
+FINAL = "final"  # items.parquet's `checkpoint` for the scored model; others are "step-N"
+AGGREGATE = ("aggregate", "acc_centred")
+
+Items = dict[tuple[str, str], dict[str, tuple[float, float]]]
 
 
-def items_of(stage_path: Path) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
-    """(task, metric) -> item_id -> (num, den), from an evaluate stage's items.parquet."""
+def load_items(stage_path: Path) -> dict[str, Items]:
+    """checkpoint -> (task, metric) -> item_id -> (num, den), from an evaluate stage's
+    items.parquet. Files written before checkpoints were scored hold the final model only."""
     path = Path(stage_path) / "items.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"no per-item scores at {path} (evaluated before they existed?)")
-    out: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    out: dict[str, Items] = {}
     for r in pq.read_table(path).to_pylist():
-        out.setdefault((r["task"], r["metric"]), {})[r["item_id"]] = (r["num"], r["den"])
+        ck = r.get("checkpoint") or FINAL
+        out.setdefault(ck, {}).setdefault((r["task"], r["metric"]), {})[r["item_id"]] = (
+            r["num"], r["den"])
     return out
 
 
-def compare(a_paths: list[Path], b_paths: list[Path], n_boot: int = 2000, seed: int = 0
-            ) -> list[dict[str, Any]]:
-    """a_paths/b_paths: the evaluate stage folders of each side's seeds (one per seed).
-    Items are paired by id: only items every model scored are used."""
-    a_sets = [items_of(p) for p in a_paths]
-    b_sets = [items_of(p) for p in b_paths]
+def items_of(stage_path: Path) -> Items:
+    """The final model's items (see load_items)."""
+    return load_items(stage_path).get(FINAL, {})
+
+
+def _value(items: dict[str, tuple[float, float]], ids: list[str]) -> float:
+    den = sum(items[i][1] for i in ids if i in items)
+    return sum(items[i][0] for i in ids if i in items) / den if den else float("nan")
+
+
+def noise_values(loaded: list[dict[str, Items]], key: tuple[str, str], ids: list[str]
+                 ) -> list[float]:
+    """One model's values of a metric, one per seed and checkpoint: each seed's scored last
+    checkpoints (the final step is one), else its final model."""
     out = []
-    for key in sorted(set.intersection(*(set(s) for s in a_sets + b_sets))):
-        ids = sorted(set.intersection(*(set(s[key]) for s in a_sets + b_sets)))
-        if not ids:
-            continue
-
-        def arr(sets: list[dict], part: int, k: tuple[str, str] = key,
-                ids: list[str] = ids) -> np.ndarray:
-            return np.array([[s[k][i][part] for i in ids] for s in sets])
-
-        task, metric = key
-        na, da, nb, db = arr(a_sets, 0), arr(a_sets, 1), arr(b_sets, 0), arr(b_sets, 1)
-        c = paired_bootstrap(na, da, nb, db, HIGHER_IS_BETTER.get(metric, True), metric,
-                             n_boot, seed=seed)
-        # signal: the two sides' spread; noise: seed-to-seed spread (needs >= 2 seeds a side)
-        per_seed = {"a": list(na.sum(1) / da.sum(1)), "b": list(nb.sum(1) / db.sum(1))}
-        out.append({"task": task, **c.as_dict(), **snr(per_seed)})
+    for seed in loaded:
+        steps = [ck for name, ck in seed.items() if name != FINAL and key in ck]
+        out += [_value(ck[key], ids) for ck in steps or [seed.get(FINAL, {})] if key in ck]
     return out
+
+
+def _mc_tasks(keys: set[tuple[str, str]]) -> list[str]:
+    return sorted(t for t, m in keys if m == "acc" and not t.startswith("heldout"))
+
+
+def compare_many(models: dict[str, list[Path]], baseline: str | None = None, n_boot: int = 2000,
+                 seed: int = 0, min_snr: float | None = None) -> dict[str, Any]:
+    """models: name -> its evaluate stage folders (one per seed). Every other model is compared
+    with ``baseline`` (default: the first). SNR per task is computed across all models.
+
+    Returns {"rows": [...one per (model, task, metric)...], "snr": [...per task and metric...]}.
+    Items are paired by id: only items every model scored are used."""
+    names = list(models)
+    baseline = baseline or names[0]
+    loaded = {n: [load_items(p) for p in ps] for n, ps in models.items()}
+    finals = {n: [s.get(FINAL, {}) for s in ls] for n, ls in loaded.items()}
+    every = [s for ls in finals.values() for s in ls]
+    keys = set.intersection(*(set(s) for s in every)) if every else set()
+    common = {k: sorted(set.intersection(*(set(s[k]) for s in every))) for k in keys}
+    common = {k: ids for k, ids in common.items() if ids}
+
+    snr_rows = []
+    snr_of: dict[tuple[str, str], dict[str, float]] = {}
+    for key, ids in sorted(common.items()):
+        s = snr({n: noise_values(loaded[n], key, ids) for n in names})
+        snr_of[key] = s
+        snr_rows.append({"task": key[0], "metric": key[1], **s,
+                         "checkpoints": max(len(x) for x in loaded[names[0]]),
+                         "seeds": max(len(loaded[n]) for n in names)})
+    # the aggregate's tasks: multiple-choice tasks whose SNR is not known to be too low
+    mc = _mc_tasks(set(common))
+    kept = [t for t in mc if min_snr is None or math.isnan(snr_of[(t, "acc")]["snr"])
+            or snr_of[(t, "acc")]["snr"] >= min_snr]
+    dropped = [t for t in mc if t not in kept]
+    if kept:
+        per_model = {n: _aggregate_values(loaded[n], kept, common) for n in names}
+        snr_of[AGGREGATE] = snr(per_model)
+        snr_rows.append({"task": AGGREGATE[0], "metric": AGGREGATE[1], **snr_of[AGGREGATE],
+                         "checkpoints": max(len(x) for x in loaded[names[0]]),
+                         "seeds": max(len(loaded[n]) for n in names)})
+
+    def arr(sets: list[Items], key: tuple[str, str], part: int) -> np.ndarray:
+        return np.array([[s[key][i][part] for i in common[key]] for s in sets])
+
+    rows = []
+    for name in names:
+        if name == baseline:
+            continue
+        fa, fb = finals[baseline], finals[name]
+        for key in sorted(common):
+            task, metric = key
+            c = paired_bootstrap(arr(fa, key, 0), arr(fa, key, 1), arr(fb, key, 0),
+                                 arr(fb, key, 1), HIGHER_IS_BETTER.get(metric, True), metric,
+                                 n_boot, seed=seed)
+            rows.append({"model": name, "task": task, **c.as_dict(), **snr_of[key],
+                         "note": ""})
+        if kept:
+            scale = 1 / (1 - 1 / N_CHOICES)  # centred accuracy: (acc - 1/4) / (3/4)
+            parts = [(arr(fa, (t, "acc"), 0), arr(fa, (t, "acc"), 1), arr(fb, (t, "acc"), 0),
+                      arr(fb, (t, "acc"), 1)) for t in kept]
+            c = aggregate(parts, True, AGGREGATE[1], n_boot, seed=seed, scale=scale)
+            a = c.as_dict()
+            shift = scale / N_CHOICES  # centre the levels; differences are unchanged
+            a.update(a=a["a"] - shift, b=a["b"] - shift)
+            note = "mean over " + ", ".join(kept)
+            if dropped:
+                note += f"; dropped (SNR < {min_snr:g}): " + ", ".join(dropped)
+            rows.append({"model": name, "task": AGGREGATE[0], **a, **snr_of[AGGREGATE],
+                         "note": note})
+    return {"rows": rows, "snr": snr_rows, "baseline": baseline, "dropped": dropped}
+
+
+def _aggregate_values(loaded: list[dict[str, Items]], tasks: list[str],
+                      common: dict[tuple[str, str], list[str]]) -> list[float]:
+    out = []
+    for seed in loaded:
+        steps = [ck for name, ck in seed.items() if name != FINAL]
+        for ck in steps or [seed.get(FINAL, {})]:
+            if all((t, "acc") in ck for t in tasks):
+                acc = np.mean([_value(ck[(t, "acc")], common[(t, "acc")]) for t in tasks])
+                out.append(float((acc - 1 / N_CHOICES) / (1 - 1 / N_CHOICES)))
+    return out
+
+
+def compare(a_paths: list[Path], b_paths: list[Path], n_boot: int = 2000, seed: int = 0,
+            min_snr: float | None = None) -> list[dict[str, Any]]:
+    """a_paths/b_paths: the evaluate stage folders of each side's seeds (one per seed)."""
+    out = compare_many({"a": list(a_paths), "b": list(b_paths)}, "a", n_boot, seed, min_snr)
+    return [{k: v for k, v in r.items() if k != "model"} for r in out["rows"]]

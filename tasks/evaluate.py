@@ -14,6 +14,8 @@ would give them: a slight overestimate of the true bpb, the same for every model
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -215,3 +217,77 @@ def evaluate_all(
             rows.append({"task": task, "metric": "acc_norm", "item_id": r["id"],
                          "source": r["source"], "num": r["correct_norm"], "den": 1.0})
     return {**bpb, "tasks": results, "items": rows}
+
+
+def averaged_checkpoint(checkpoint_dirs: list[Path], out: Path) -> Path:
+    """A save_pretrained folder whose weights are the mean of ``checkpoint_dirs``' (the last
+    one's config and tokenizer): checkpoint averaging at evaluation time, no retraining."""
+    from safetensors.torch import save_file
+
+    from tasks.train import average_checkpoints
+
+    out.mkdir(parents=True, exist_ok=True)
+    last = Path(checkpoint_dirs[-1])
+    for f in last.iterdir():
+        if f.is_file() and f.name != "model.safetensors" and not f.name.startswith("train_"):
+            shutil.copyfile(f, out / f.name)
+    save_file(average_checkpoints(checkpoint_dirs), out / "model.safetensors",
+              metadata={"format": "pt"})
+    return out
+
+
+def evaluate_run(
+    train_dir: Path, heldout: pa.Table, seq_len: int, batch_size: int, tasks: list[str],
+    max_items: int, seed: int = 0, checkpoints: int = 0, average_last: int = 0,
+) -> dict[str, Any]:
+    """evaluate_all on a train stage's model, plus what Signal and Noise needs.
+
+    - ``average_last`` k > 1: score the mean of the last k resumable checkpoints' weights
+      instead of the final checkpoint.
+    - ``checkpoints`` n > 0: also score the last n resumable checkpoints (checkpoint noise).
+    Per-item rows carry ``checkpoint``: "final" (the scored model) or "step-N"."""
+    from tasks.train import complete_checkpoints
+
+    train_dir = Path(train_dir)
+    saved = complete_checkpoints(train_dir)
+    want = max(checkpoints, average_last)
+    if want > len(saved):
+        raise ValueError(f"{train_dir}: evaluate wants the last {want} checkpoints, training "
+                         f"kept {len(saved)} (set train.checkpoint_every and keep_checkpoints)")
+    with tempfile.TemporaryDirectory(prefix="datamill-avg-") as tmp:
+        scored = train_dir / "checkpoint"
+        if average_last > 1:
+            scored = averaged_checkpoint([d for _, d in saved[-average_last:]], Path(tmp))
+        res = evaluate_all(scored, heldout, seq_len, batch_size, tasks, max_items, seed)
+    for r in res["items"]:
+        r["checkpoint"] = "final"
+    res["averaged_steps"] = [s for s, _ in saved[-average_last:]] if average_last > 1 else []
+    res["checkpoints"] = []
+    for step, d in saved[len(saved) - checkpoints:] if checkpoints else []:
+        r = evaluate_all(d, heldout, seq_len, batch_size, tasks, max_items, seed)
+        res["items"] += [{**x, "checkpoint": f"step-{step}"} for x in r.pop("items")]
+        res["checkpoints"].append({"step": step, "path": str(d), "overall": r["overall"],
+                                   "tasks": r["tasks"]})
+    return res
+
+
+def read_raw_heldout(paths: list[str | Path], fraction: float,
+                     max_docs: int | None = None) -> pa.Table:
+    """The held-out split (the same id hash as tokenize) of the ingested documents, before
+    rewriting and filtering: recipes that differ after ingest score the very same text."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tasks.tokenize import heldout_mask
+
+    cols = ["id", "text", "source", "lang"]
+    parts = []
+    for p in paths:
+        t = pq.read_table(p, columns=[c for c in cols if c in pq.read_schema(p).names])
+        parts.append(t.filter(pa.array(heldout_mask(t.column("id"), fraction))))
+    if not parts:
+        return pa.table({c: pa.array([], pa.large_string() if c == "text" else pa.string())
+                         for c in cols})
+    t = pa.concat_tables(parts, promote_options="default")
+    t = t.take(pc.sort_indices(t, [("id", "ascending")]))
+    return t.slice(0, max_docs) if max_docs else t

@@ -16,7 +16,9 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import xxhash
 
 KINDS = ("typos", "word_drop", "boilerplate", "entity_swap")
@@ -103,3 +105,55 @@ def inject(ids: Sequence[str], texts: Sequence[str], fraction: float, intensity:
         out.append(text)
         marks.append(",".join(kinds))
     return out, marks
+
+
+# ----------------------------------------------------------------------------- filters
+def rule_failures(texts: Sequence[str], langs: Sequence[str | None],
+                  filters: dict[str, Any]) -> dict[str, np.ndarray]:
+    """For each rule of each filter (name -> Config), the documents that fail it when that
+    filter alone scores them (a null decision — rule does not apply — is a pass)."""
+    import pyarrow as pa
+
+    from tasks.filters.base import get_filter
+
+    table = pa.table({"text": pa.array(list(texts), pa.large_string()),
+                      "lang": pa.array(list(langs), pa.string())})
+    out: dict[str, np.ndarray] = {}
+    for name, config in filters.items():
+        module = get_filter(name)
+        for rule, arr in module.rules(module.score(table, config), config).items():
+            out[rule] = np.array([v is True for v in arr.to_pylist()], dtype=bool)
+    return out
+
+
+def catch_rates(noised: np.ndarray, fails_noised: dict[str, np.ndarray],
+                fails_clean: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Per rule, on a corpus where ``noised`` marks the documents the lab touched:
+
+    - recall: share of noised documents the rule drops;
+    - caught: share of noised documents the rule drops whose clean original it keeps (what the
+      noise itself made it catch);
+    - false_pos: share of clean (untouched) documents it drops.
+    ``fails_noised`` / ``fails_clean``: rule -> fails, on the noised corpus and on the same
+    documents before noise. A last row, ``any``, is the union of the rules."""
+    noised = np.asarray(noised, dtype=bool)
+    clean = ~noised
+    rules = list(fails_noised)
+    rows = []
+    union_n = np.zeros_like(noised)
+    union_c = np.zeros_like(noised)
+    for rule in [*rules, "any"]:
+        if rule == "any":
+            fn, fc = union_n, union_c
+        else:
+            fn, fc = fails_noised[rule], fails_clean[rule]
+            union_n, union_c = union_n | fn, union_c | fc
+        kept_before = noised & ~fc
+        rows.append({
+            "rule": rule,
+            "recall": float((fn & noised).sum() / max(1, noised.sum())),
+            "caught": float((fn & kept_before).sum() / max(1, kept_before.sum())),
+            "false_pos": float((fn & clean).sum() / max(1, clean.sum())),
+            "noised": int(noised.sum()), "clean": int(clean.sum()),
+        })
+    return rows

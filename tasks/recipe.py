@@ -239,6 +239,16 @@ class EvaluateConfig(Strict):
     max_items: int = Field(500, ge=1, description="items per multiple-choice task")
     seed: int = Field(0, description="which sentence/word an item asks about; distractors")
     max_docs: int | None = Field(None, ge=1, description="cap on held-out docs scored")
+    heldout: Literal["own", "raw"] = Field(
+        "own", description="own: this recipe's held-out split (after rewrite and filter); "
+        "raw: the held-out split of the ingested documents, so recipes that differ after "
+        "ingest (rewriting, filters, noise) are scored on the very same text")
+    checkpoints: int = Field(
+        0, ge=0, description="also score the last n resumable checkpoints (train."
+        "checkpoint_every, keep_checkpoints >= n): the checkpoint noise of Signal and Noise")
+    average_last: int = Field(
+        0, ge=0, description="score the mean weights of the last k resumable checkpoints "
+        "instead of the final checkpoint (no retraining; 0 or 1 = off)")
 
 
 def _train_config_cls() -> type[BaseModel]:
@@ -264,6 +274,16 @@ class StagesConfig(Strict):
             return _train_config_cls()(**v).model_dump()
         except ValidationError as e:
             raise ValueError(_short(e)) from None
+
+    @model_validator(mode="after")
+    def _evaluate_needs_checkpoints(self) -> StagesConfig:
+        avg = self.evaluate.average_last
+        want = max(self.evaluate.checkpoints, avg if avg > 1 else 0)
+        t = self.train
+        if want > 0 and (not t.get("checkpoint_every") or t.get("keep_checkpoints", 2) < want):
+            raise ValueError(f"evaluate scores the last {want} checkpoints: set train."
+                             f"checkpoint_every > 0 and train.keep_checkpoints >= {want}")
+        return self
 
 
 class ContractsConfig(Strict):

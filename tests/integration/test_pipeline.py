@@ -390,3 +390,76 @@ def test_dedup_index_drops_what_earlier_runs_kept(
     assert rules["exact_dedup.seen_before"] >= 5 and rules["minhash_dedup.seen_before"] >= 5
     again = run_recipe(str(recipe), until="filter")  # nothing new: nothing to do
     assert [s["stage"] for s in again["stages"]] == ["ingest"]
+
+
+def test_ablation_flow_shares_stages_and_decides(
+    first_run: dict[str, Any], sample_slice: Path, write_recipe: Any
+) -> None:
+    """Two recipes, two seeds each: stages they share are cache hits; every metric gets a
+    verdict vs the baseline in the catalog, the HTML report (plot with intervals) and Prefect
+    artifacts."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.ablation import ablation
+
+    base = write_recipe(first_run["tmp"] / "ab-base.yaml", sample_slice, first_run["root"],
+                        seeds=[0, 1])
+    looser = write_recipe(first_run["tmp"] / "ab-looser.yaml", sample_slice, first_run["root"],
+                          seeds=[0, 1], min_words=20)
+    out = ablation([str(base), str(looser)], boot=200, ablation_id="ablation-test")
+    assert out["baseline"] == "slice" and set(out["runs"]) == {"slice", "slice#1"}
+    catalog = Catalog(first_run["root"] / "catalog.duckdb")
+    looser_run = catalog.show(out["runs"]["slice#1"])
+    cached = {s["stage"]: s["cached"] for s in looser_run["stages"]}
+    # the recipes differ from the filter's decision on: everything before it is shared
+    assert cached["ingest"] and cached["rewrite"] and cached["score"]
+    assert not cached["filter"]
+    rows = out["rows"]
+    bpb = next(r for r in rows if (r["task"], r["metric"]) == ("heldout", "bpb"))
+    assert bpb["seeds"] == 2 and bpb["ci_low"] <= bpb["diff"] <= bpb["ci_high"]
+    assert bpb["verdict"] in ("better", "worse", "can't tell") and bpb["mde"] > 0
+    assert any(r["task"] == "aggregate" for r in rows)
+    snr = {(s["task"], s["metric"]): s for s in out["snr"]}
+    assert snr[("heldout", "bpb")]["noise"] > 0  # two seeds a side: noise is measured
+    decisions = catalog.decisions("ablation-test")
+    assert len(decisions) == len(rows)
+    assert {d["run_b"] for d in decisions} == {out["runs"]["slice#1"]}
+    assert all(d["snr"] is not None for d in decisions)
+    html = Path(out["report"]).read_text()
+    assert "data:image/png;base64," in html and "Signal and noise" in html
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["datamill-decisions", "datamill-snr", "datamill-ablation"])))
+    assert {a.key for a in arts} >= {"datamill-decisions", "datamill-snr", "datamill-ablation"}
+
+
+def test_eval_harness_cli_records_into_the_catalog(first_run: dict[str, Any]) -> None:
+    """`datamill eval --harness` on a run's checkpoint with a local task YAML over a local
+    JSONL file (no hub); its results land in the catalog's evals as harness/<task>."""
+    pytest.importorskip("lm_eval", reason="the lmeval extra is not installed")
+    from tasks.evalsets import build
+    from tasks.tokenize import read_heldout
+
+    st = stages_of(first_run["summary"])
+    docs = read_heldout(Path(st["tokenize"]["output_path"])).to_pylist()
+    items = build("final_word", docs, 10)  # short continuations: the model has 64 positions
+    tmp = first_run["tmp"] / "harness"
+    tmp.mkdir()
+    (tmp / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    (tmp / "final_word.yaml").write_text(
+        "task: datamill_final_word\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {tmp / 'items.jsonl'}\noutput_type: multiple_choice\ntest_split: test\n"
+        "doc_to_text: '{{context}}'\ndoc_to_target: '{{gold}}'\ndoc_to_choice: '{{choices}}'\n"
+        "target_delimiter: ''\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    rid = first_run["summary"]["run_id"]
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "eval", rid, "--harness",
+                          "datamill_final_word", "--include", str(tmp), "--json",
+                          "--data-root", str(first_run["root"])],
+                         capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    assert res[0]["n_samples"]["datamill_final_word"] == len(items)
+    acc = res[0]["results"]["datamill_final_word"]["acc"]
+    run = Catalog(first_run["root"] / "catalog.duckdb").show(rid)
+    got = {(e["task"], e["metric"]): e["value"] for e in run["evals"]}
+    assert got[("harness/datamill_final_word", "acc")] == pytest.approx(acc)
