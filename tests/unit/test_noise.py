@@ -71,3 +71,35 @@ def test_noise_as_a_rewrite_backend(tmp_path, sample_lines: list[str]) -> None:
     assert 70 < len(marked) < 130
     by_id = {d["id"]: d["text"] for d in docs}
     assert all(r["text"] == by_id[r["id"]] for r in out if not r["noise"])
+
+
+def test_catch_rates_per_rule() -> None:
+    """recall over noised docs, caught = of noised docs whose clean original passed, false
+    positives over untouched docs; `any` is the union of the rules."""
+    import numpy as np
+
+    noised = np.array([True, True, True, True, False, False, False, False])
+    after = {"r1": np.array([1, 1, 0, 0, 1, 0, 0, 0], bool),
+             "r2": np.array([0, 0, 1, 0, 0, 0, 0, 0], bool)}
+    before = {"r1": np.array([1, 0, 0, 0, 1, 0, 0, 0], bool),
+              "r2": np.zeros(8, bool)}
+    rows = {r["rule"]: r for r in noise.catch_rates(noised, after, before)}
+    assert rows["r1"]["recall"] == 0.5 and rows["r1"]["false_pos"] == 0.25
+    assert rows["r1"]["caught"] == pytest.approx(1 / 3)  # doc 1 of docs 1-3 (doc 0 failed before)
+    assert rows["r2"]["recall"] == 0.25 and rows["r2"]["false_pos"] == 0.0
+    assert rows["any"]["recall"] == 0.75 and rows["any"]["false_pos"] == 0.25
+    assert rows["any"]["caught"] == pytest.approx(2 / 3)
+    assert rows["any"]["noised"] == 4 and rows["any"]["clean"] == 4
+
+
+def test_rule_failures_see_boilerplate() -> None:
+    """Boilerplate lines push a document over a line rule that its clean version passes."""
+    from tasks.filters.base import get_filter
+
+    text = "\n".join(f"This is a full sentence number {i} about the river." for i in range(12))
+    noisy = noise.boilerplate(text, 1.0, random.Random(0))
+    configs = {"fineweb_quality": get_filter("fineweb_quality").Config()}
+    clean = noise.rule_failures([text], ["en"], configs)
+    dirty = noise.rule_failures([noisy], ["en"], configs)
+    assert set(clean) == set(dirty) and not any(v[0] for v in clean.values())
+    assert any(v[0] for v in dirty.values())
