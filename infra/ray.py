@@ -57,9 +57,9 @@ def start_actor(num_cpus: float | None = None) -> Any:
     elif gpus:
         cpus = 1.0
     else:
-        # leave one core to the flow process and Prefect's API: torch's OpenMP threads stall
-        # whenever a busy neighbour preempts one of them (measured ~2x slower on 2 cores)
-        cpus = float(ray.cluster_resources().get("CPU", 1))
+        # an actor lives on one node: on a cluster, the largest node's CPUs, not the sum
+        nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+        cpus = float(max(nodes) if nodes else ray.cluster_resources().get("CPU", 1))
     # Dask's LocalCluster sets OMP_NUM_THREADS=1 in this process's environment, which a local
     # Ray started afterwards inherits: give the actor's torch the threads it was granted.
     threads = str(max(1, int(cpus)))

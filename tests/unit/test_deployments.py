@@ -17,10 +17,15 @@ def test_prefect_yaml_deployments_load() -> None:
     from flows.serve import load_deployments
 
     deps = {d.name: d for d in load_deployments(ROOT / "deployments" / "prefect.yaml")}
-    assert set(deps) == {"sample", "sample-nightly"}
+    assert {"refresh", "sample"} <= set(deps) <= {"refresh", "sample", "ablation"}
     assert deps["sample"].parameters == {"recipe_path": "recipes/sample.yaml"}
-    nightly = deps["sample-nightly"]
-    assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 3 * * *"
+    nightly = deps["refresh"]
+    assert nightly.flow_name == "datamill-refresh"
+    assert nightly.parameters["recipe_path"] == "recipes/sample.yaml"
+    assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 2 * * *"
+    assert not deps["sample"].schedules  # on demand
+    if "ablation" in deps:
+        assert deps["ablation"].flow_name == "datamill-ablation" and not deps["ablation"].schedules
     assert all(d.concurrency_limit == 1 for d in deps.values())
 
 
@@ -36,9 +41,19 @@ def test_compose_file_wires_the_engines() -> None:
         assert var in env
     assert "postgresql" in services["prefect-server"]["environment"][
         "PREFECT_API_DATABASE_CONNECTION_URL"]
-    client = shutil.which("docker-compose")
-    if client is None:
-        pytest.skip("docker-compose client not installed: structural checks only")
-    out = subprocess.run([client, "-f", str(compose), "config", "-q"], capture_output=True,
+    for svc in ("dask-scheduler", "dask-worker", "ray-head", "datamill"):
+        assert services[svc]["environment"]["DATAMILL_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
+    # a client-side check: `docker compose config` (plugin) or the standalone docker-compose
+    docker = shutil.which("docker")
+    cmds = []
+    plugin = docker and subprocess.run([docker, "compose", "version"],
+                                       capture_output=True).returncode == 0
+    if plugin:
+        cmds.append([docker, "compose"])
+    if shutil.which("docker-compose"):
+        cmds.append([shutil.which("docker-compose")])
+    if not cmds:
+        pytest.skip("no docker compose client installed: structural checks only")
+    out = subprocess.run([*cmds[0], "-f", str(compose), "config", "-q"], capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr

@@ -1,0 +1,152 @@
+"""The refresh as a team runs it: a real Prefect server, `datamill serve` serving a `refresh`
+deployment, and two refreshes started at the same moment -- one from CI (`datamill trigger
+--wait`), one by hand (`datamill refresh`). Exactly one of them writes; the other exits
+cleanly. Then headless Chromium opens the Prefect UI page of the refresh that ran and finds its
+funnel and promotion artifacts (set DATAMILL_SCREENSHOT=docs/ui-refresh.png to keep a picture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.catalog import Catalog
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _chromium(*args: str, budget_ms: int) -> str:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium not installed (Debian package `chromium`): UI page not checked")
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--window-size=1400,1000",
+             "--hide-scrollbars", f"--virtual-time-budget={budget_ms}", *args],
+            capture_output=True, text=True, timeout=120).stdout
+
+
+def _flow_run_id(api: str, name: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}), \
+            get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=[name])))
+    assert len(runs) == 1, runs
+    return str(runs[0].id)
+
+
+def _wait_deployment(api: str, name: str, timeout: float = 120) -> None:
+    """The deployment exists once `datamill serve` has registered it."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    deadline = time.monotonic() + timeout
+    with temporary_settings(updates={PREFECT_API_URL: api}), \
+            get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            try:
+                client.read_deployment_by_name(name)
+                return
+            except ObjectNotFound:
+                time.sleep(1)
+    raise TimeoutError(f"deployment {name} not registered after {timeout}s")
+
+
+def test_two_refreshes_at_once_one_writer_and_the_ui(tmp_path: Path, sample_lines: list[str],
+                                                     write_recipe: Any) -> None:
+    root, inbox = tmp_path / "root", tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_text("\n".join(sample_lines[1::8]) + "\n")
+    recipe = write_recipe(tmp_path / "r.yaml", inbox / "*.jsonl", root)
+    deployments = tmp_path / "prefect.yaml"
+    deployments.write_text(yaml.safe_dump({"name": "t", "deployments": [{
+        "name": "refresh", "entrypoint": "flows/refresh.py:refresh",
+        "parameters": {"recipe_path": str(recipe)}, "concurrency_limit": 1,
+        "schedules": [{"cron": "0 2 * * *"}]}]}))
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env["DATAMILL_DATA_ROOT"] = str(root)
+    start = _cli("server", "start", "--port", str(port), env=env, timeout=150)
+    assert start.returncode == 0, start.stdout + start.stderr
+    api = f"http://127.0.0.1:{port}/api"
+    env.update(PREFECT_API_URL=api, PREFECT_SERVER_UI_API_URL=api)
+    server = None
+    try:
+        server = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--file",
+                                   str(deployments)], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        _wait_deployment(api, "datamill-refresh/refresh")
+        # two refreshes at once: CI's trigger (through serve) and one from a shell
+        ci = subprocess.Popen([sys.executable, "-m", "flows.cli", "trigger",
+                               "datamill-refresh/refresh", "--wait", "--timeout", "420"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+        shell = subprocess.Popen([sys.executable, "-m", "flows.cli", "refresh", str(recipe),
+                                  "--json"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        ci_out, ci_err = ci.communicate(timeout=480)
+        sh_out, sh_err = shell.communicate(timeout=480)
+        assert ci.returncode == 0, ci_out + ci_err[-3000:]
+        assert shell.returncode == 0, sh_out + sh_err[-3000:]
+        by_hand = json.loads(sh_out)
+        runs = Catalog(root / "catalog.duckdb").runs()
+        assert len(runs) == 1 and runs[0]["status"] == "completed"  # one writer
+        ran = runs[0]["run_id"]
+        if by_hand["status"] == "skipped":  # CI's run took the lock; the shell's left
+            assert "holds" in by_hand["reason"]
+        else:  # the shell's run took the lock; CI's run completed without writing
+            assert by_hand["run_id"] == ran and by_hand["promotion"]["promoted"]
+        assert Catalog(root / "catalog.duckdb").promoted("slice")["run_id"] == ran
+
+        ui = f"http://127.0.0.1:{port}/runs/flow-run/{_flow_run_id(api, ran)}?tab=Artifacts"
+        dom = ""
+        for attempt in range(3):  # the single-page app fills in over a few API calls
+            dom = _chromium("--dump-dom", ui, budget_ms=15000 * (attempt + 1))
+            if "datamill-funnel" in dom and "datamill-promotion" in dom:
+                break
+        assert "datamill-funnel" in dom and "datamill-promotion" in dom, dom[-2000:]
+        assert ran in dom
+        shot = Path(os.environ.get("DATAMILL_SCREENSHOT") or tmp_path / "ui-refresh.png")
+        _chromium(f"--screenshot={shot.resolve()}", ui, budget_ms=20000)
+        assert shot.is_file() and shot.stat().st_size > 20_000
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGINT)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        stopped = _cli("server", "stop", env=env)
+        assert stopped.returncode == 0
