@@ -13,8 +13,10 @@ its own). Printed per rule (``tasks.noise.catch_rates``):
 - false_pos: share of untouched documents it drops (the same for every kind).
 
 No pass/fail thresholds: which noise a rule should catch is what this measures. It asserts the
-accounting (a rule never catches a clean original, by construction) and that the union of the
-rules catches boilerplate noise more than untouched text.
+accounting and that each static kind makes some rule drop documents it kept before the noise.
+Recall alone says little here: the lab noises a random half, so a rule's recall is mostly the
+rate at which it drops such documents anyway (its false-positive rate); "caught" isolates what
+the noise did. Measured (docs/evaluation.md): the dynamic entity swap is caught by no rule.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def test_filter_catch_rates_per_rule(bench_out: Path, table: Any) -> None:
               + f"\n{len(kinds) + 1} scorings of the corpus in {seconds:.0f} s")
     print("\n" + report)
     (bench_out / "noise_filters.txt").write_text(report + "\n")
-    any_bp = results["boilerplate"][-1]
-    assert any_bp["rule"] == "any" and any_bp["recall"] > any_bp["false_pos"]
+    # static noise makes some rule drop documents whose clean original it kept
+    for kind in ("typos", "word_drop", "boilerplate"):
+        union = results[kind][-1]
+        assert union["rule"] == "any" and union["caught"] > 0, kind
     assert all(r["noised"] + r["clean"] == len(docs) for r in results["all"])
