@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import loss_curve_artifact, scores_artifact
 from flows.contracts import contract_gate
 from infra import dask as dask_engine
 from infra import ray as ray_engine
@@ -732,6 +733,7 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
             m = rewrite_task(ctx, m)
         if last >= 2:
             m = filter_task(ctx, score_task(ctx, m))
+            scores_artifact(ctx, m)
             rw = ctx.recipe.stages.rewrite
             if rw is not None and rw.is_llm and rw.select == "rejected":
                 m = recycle_task(ctx, m)  # REWIRE: rewrites of rejects that now pass
@@ -743,6 +745,7 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
             dask_engine.release_local()  # CPU stages are done; give the cores to training
             # one proxy per seed, each its own content-addressed stage (shared across recipes)
             trained = [train_task(ctx, tok, c) for c in recipe.train_config().per_seed()]
+            loss_curve_artifact(ctx)
         if last >= 5:
             for t in trained:
                 evaluate_task(ctx, tok, t, ingested)

@@ -91,6 +91,7 @@ def clusters(tmp_path: Path) -> Iterator[dict[str, Any]]:
         head = start("ray", str(BIN / "ray"), "start", "--head", "--block",
                      "--node-ip-address", "127.0.0.1", "--port", str(ray_port),
                      "--num-cpus", "2", "--include-dashboard", "false",
+                     "--dashboard-port", str(_free_port()),  # its head process still listens
                      "--object-store-memory", str(256 * 2**20),
                      "--dashboard-agent-listen-port", str(_free_port()),
                      "--dashboard-agent-grpc-port", str(_free_port()),
