@@ -31,8 +31,11 @@ def load_items(stage_path: Path) -> dict[str, Items]:
     out: dict[str, Items] = {}
     for r in pq.read_table(path).to_pylist():
         ck = r.get("checkpoint") or FINAL
-        out.setdefault(ck, {}).setdefault((r["task"], r["metric"]), {})[r["item_id"]] = (
-            r["num"], r["den"])
+        keys = [(r["task"], r["metric"])]
+        if r["task"] == "heldout" and r.get("source"):  # bpb per source, paired the same way
+            keys.append((f"heldout/{r['source']}", r["metric"]))
+        for key in keys:
+            out.setdefault(ck, {}).setdefault(key, {})[r["item_id"]] = (r["num"], r["den"])
     return out
 
 

@@ -93,3 +93,11 @@ def test_decisions_report_has_plot_and_verdicts(tmp_path: Path) -> None:
     assert png is not None and png[:4] == b"\x89PNG"
     md = report.decisions_markdown("t", {"base": "r1"}, res["rows"], res["snr"])
     assert "| model | task |" in md
+
+
+def test_bpb_is_compared_per_source_too(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    a = write_stage(tmp_path / "a", {}, 1.5, rng, n=50)
+    b = write_stage(tmp_path / "b", {}, 1.4, rng, n=50)
+    rows = {(r["task"], r["metric"]): r for r in compare([a], [b], n_boot=100)}
+    assert rows[("heldout/s", "bpb")]["diff"] == pytest.approx(rows[("heldout", "bpb")]["diff"])
