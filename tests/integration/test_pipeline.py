@@ -411,10 +411,14 @@ def test_ablation_flow_shares_stages_and_decides(
     assert out["baseline"] == "slice" and set(out["runs"]) == {"slice", "slice#1"}
     catalog = Catalog(first_run["root"] / "catalog.duckdb")
     looser_run = catalog.show(out["runs"]["slice#1"])
+    base_run = catalog.show(out["runs"]["slice"])
     cached = {s["stage"]: s["cached"] for s in looser_run["stages"]}
+    version = {s["stage"]: s["version"] for s in looser_run["stages"]}
+    base_version = {s["stage"]: s["version"] for s in base_run["stages"]}
     # the recipes differ from the filter's decision on: everything before it is shared
-    assert cached["ingest"] and cached["rewrite"] and cached["score"]
-    assert not cached["filter"]
+    for stage in ("ingest", "rewrite", "score"):
+        assert cached[stage] and version[stage] == base_version[stage], stage
+    assert version["filter"] != base_version["filter"]
     rows = out["rows"]
     bpb = next(r for r in rows if (r["task"], r["metric"]) == ("heldout", "bpb"))
     assert bpb["seeds"] == 2 and bpb["ci_low"] <= bpb["diff"] <= bpb["ci_high"]
