@@ -406,3 +406,16 @@ def test_local_models_on_ray_actors(tmp_path: Path, sample_lines: list[str]) -> 
     assert s["docs_in"] == 10 == s["docs_kept"] + s["docs_rejected"]
     again = rewrite_llm([_job(tmp_path, src, "l2")], cfg, str(tmp_path / "cache"))
     assert again["run"]["cache_hits"] == 5 and again["run"]["requests"] == 0
+
+
+def test_embedded_backend_starts_its_own_server(tmp_path: Path, sample_lines: list[str]
+                                                ) -> None:
+    """backend: embedded: llama.cpp's server with SmolLM2 started inside the stage."""
+    pytest.importorskip("xllamacpp")
+    src = _shard(tmp_path, _docs(sample_lines, 1, chars=120))
+    cfg = RewriteConfig(backend="embedded", prompt="wrap_easy", max_tokens=4, temperature=0,
+                        max_concurrency=1).model_dump()
+    out = rewrite_llm([_job(tmp_path, src, "e")], cfg, str(tmp_path / "cache"))
+    assert out["run"]["new_generations"] == 1 and out["shards"][0]["tokens_out"] > 0
+    kept = pq.read_table(tmp_path / "e" / "kept.parquet").to_pylist()
+    assert {r["model"] for r in kept if r["rewritten_from"]} == {"SmolLM2-135M-Instruct.Q4_1"}
