@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tasks.catalog import Catalog
 
@@ -113,6 +114,10 @@ def test_recipe_runs_on_dask_and_ray_clusters(clusters: dict[str, Any], sample_s
                                               tmp_path: Path, write_recipe: Any) -> None:
     root = tmp_path / "root"
     recipe = write_recipe(tmp_path / "r.yaml", sample_slice, root)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["stages"]["train"]["max_tokens"] = 8 * 64 * 6  # 6 steps: where it runs, not the model
+    raw["stages"]["evaluate"].update(max_docs=10, tasks=[])
+    recipe.write_text(yaml.safe_dump(raw))
     env = {k: v for k, v in clusters["env"].items() if not k.startswith("PREFECT_API")}
     env.update(DATAMILL_DASK_ADDRESS=clusters["dask"], DATAMILL_RAY_ADDRESS=clusters["ray"])
     t0 = time.perf_counter()

@@ -173,6 +173,10 @@ def test_two_refreshes_at_once_one_writer_and_the_ui(tmp_path: Path, sample_line
     inbox.mkdir()
     (inbox / "a.jsonl").write_text("\n".join(sample_lines[1::8]) + "\n")
     recipe = write_recipe(tmp_path / "r.yaml", inbox / "*.jsonl", root)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["stages"]["train"]["max_tokens"] = 8 * 64 * 6  # 6 steps: operations, not the model
+    raw["stages"]["evaluate"].update(max_docs=10, tasks=[])
+    recipe.write_text(yaml.safe_dump(raw))
     deployments = tmp_path / "prefect.yaml"
     deployments.write_text(yaml.safe_dump({"name": "t", "deployments": [{
         "name": "refresh", "entrypoint": "flows/refresh.py:refresh",
