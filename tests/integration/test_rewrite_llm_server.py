@@ -174,7 +174,7 @@ def _job(tmp: Path, src: Path, key: str) -> dict[str, Any]:
 FAMILIES = {  # one prompt per family; the reasons each may reject with
     "wrap_qa": {"rewrite.empty_output"},
     "nemotron_distill": {"rewrite.empty_output"},
-    # 20 tokens cannot reach REWIRE's closing marker: the parse rejects, with its reason
+    # 12 tokens cannot reach REWIRE's closing marker: the parse rejects, with its reason
     "rewire": {"rewrite.missing_marker"},
     "nemotron_math_clean": {"rewrite.no_useful_content", "rewrite.empty_output"},
 }
@@ -182,18 +182,19 @@ FAMILIES = {  # one prompt per family; the reasons each may reject with
 
 def test_each_prompt_family_against_the_real_server(proxy: Proxy, sample_lines: list[str],
                                                     tmp_path: Path) -> None:
-    src = _shard(tmp_path, _docs(sample_lines, 2, chars=200))
+    # one document per family: the long published instructions cost most of the time here
+    src = _shard(tmp_path, _docs(sample_lines, 1, chars=200))
     for name, allowed in FAMILIES.items():
         # one request at a time: the long instructions stay in llama.cpp's prompt cache
         cfg = RewriteConfig(backend="openai", base_url=proxy.url, model="smollm2", prompt=name,
-                            max_tokens=20, temperature=0, max_concurrency=1).model_dump()
+                            max_tokens=12, temperature=0, max_concurrency=1).model_dump()
         out = rewrite_llm([_job(tmp_path, src, name)], cfg, str(tmp_path / "cache"))
         s = out["shards"][0]
-        assert s["attempts"] == 2 and s["docs_in"] == s["docs_kept"] + s["docs_rejected"] == 4
-        assert out["run"]["new_generations"] == 2 and s["tokens_in"] > 100 and s["tokens_out"] > 0
+        assert s["attempts"] == 1 and s["docs_in"] == s["docs_kept"] + s["docs_rejected"] == 2
+        assert out["run"]["new_generations"] == 1 and s["tokens_in"] > 60 and s["tokens_out"] > 0
         kept = pq.read_table(tmp_path / name / "kept.parquet")
         rw = kept.filter(pa.compute.is_valid(kept["rewritten_from"])).to_pylist()
-        assert len(rw) + s["docs_rejected"] == 2, name
+        assert len(rw) + s["docs_rejected"] == 1, name
         for r in rw:
             assert r["id"] == f"{r['rewritten_from']}~{name}" and r["prompt"] == name
             assert r["model"] == "smollm2" and r["backend"] == "openai" and r["tokens_out"] > 0
@@ -201,16 +202,16 @@ def test_each_prompt_family_against_the_real_server(proxy: Proxy, sample_lines: 
         if s["docs_rejected"]:
             rej = pq.read_table(tmp_path / name / "rej.parquet").column("reject_reason")
             assert set(rej.to_pylist()) <= allowed, name
-    assert len(proxy.log) == 2 * len(FAMILIES)
+    assert len(proxy.log) == len(FAMILIES)
     # rewire's answers were cut by max_tokens: never a marker, so always rejected, never kept
     rej = pq.read_table(tmp_path / "rewire" / "rej.parquet").column("reject_reason").to_pylist()
-    assert rej == ["rewrite.missing_marker"] * 2
+    assert rej == ["rewrite.missing_marker"]
 
 
 def test_server_answering_500_for_a_while(proxy: Proxy, sample_lines: list[str],
                                           tmp_path: Path) -> None:
     proxy.fail_until = time.time() + 3.0  # a 3 s outage from the first request on
-    src = _shard(tmp_path, _docs(sample_lines, 4, offset=2))
+    src = _shard(tmp_path, _docs(sample_lines, 3, offset=2))
     cfg = RewriteConfig(backend="openai", base_url=proxy.url, model="smollm2",
                         prompt="wrap_easy", max_tokens=8, temperature=0, max_concurrency=2,
                         backoff_base_s=0.1, backoff_cap_s=0.5, breaker_threshold=3,
@@ -218,8 +219,8 @@ def test_server_answering_500_for_a_while(proxy: Proxy, sample_lines: list[str],
     out = rewrite_llm([_job(tmp_path, src, "o")], cfg, str(tmp_path / "cache"))
     s, run = out["shards"][0], out["run"]
     assert proxy.failed >= 3 and run["breaker_opened"] >= 1 and run["paused_s"] > 0
-    assert s["docs_kept"] == 8 and s["docs_rejected"] == 0  # every document, after recovery
-    assert run["new_generations"] == 4 and len(proxy.delivered()) == 4
+    assert s["docs_kept"] == 6 and s["docs_rejected"] == 0  # every document, after recovery
+    assert run["new_generations"] == 3 and len(proxy.delivered()) == 3
 
 
 # ----------------------------------------------------------------------------- the flow
