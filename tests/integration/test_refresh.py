@@ -67,6 +67,7 @@ def test_refresh_promotes_continues_and_idles(prefect_harness: None, sample_line
     assert train["summary"]["replay_data"]
     assert "baseline" in st  # the promoted model scored on this run's held-out data
     p = second["promotion"]
+    print(f"second refresh: {'promoted' if p['promoted'] else 'not promoted'}: {p['reason']}")
     assert p["baseline_run"] == first["run_id"] and p["rule"] == "not_worse"
     with cat.connect(read_only=True) as con:
         n = con.execute("SELECT count(*) FROM decisions WHERE run_a = ? AND run_b = ?",
