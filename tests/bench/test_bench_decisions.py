@@ -49,10 +49,15 @@ REPS = 200
 INTENSITY = 0.2
 STEPS = 150
 BATCH = 8
-# one torch thread per training actor: on 2 shared cores a second OpenMP thread waits on busy
-# neighbours (measured 400 tokens/s with 2 threads under load)
-os.environ.setdefault("DATAMILL_RAY_CPUS", "1")
 TARGET = 0.95
+
+
+@pytest.fixture(autouse=True)
+def _one_cpu_per_actor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One torch thread per training actor: on 2 shared cores a second OpenMP thread waits on
+    busy neighbours (measured 400 tokens/s with 2 threads under load). Set per test, never at
+    import: collecting this file must not change the Ray of the rest of the suite."""
+    monkeypatch.setenv("DATAMILL_RAY_CPUS", os.environ.get("DATAMILL_RAY_CPUS", "1"))
 
 
 def unique_sample(out: Path) -> Path:
@@ -83,7 +88,7 @@ def recipe(path: Path, name: str, root: Path, noise: bool) -> Path:
             "tokenize": {"vocab_size": 2048, "seq_len": 128, "heldout_fraction": 0.2},
             "train": {"preset": "tiny", "batch_size": BATCH, "max_tokens": BATCH * 128 * STEPS,
                       "warmup_steps": 15, "log_every": 25, "seeds": SEEDS},
-            "evaluate": {"batch_size": 16, "heldout": "raw", "max_items": 500},
+            "evaluate": {"batch_size": 32, "heldout": "raw", "max_items": 150},
         },
     }
     path.write_text(yaml.safe_dump(raw))
