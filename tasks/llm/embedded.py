@@ -37,7 +37,7 @@ def free_port() -> int:
 
 def start_server(port: int | None = None, model_path: str | None = None, n_parallel: int = 4,
                  n_ctx: int = 8192, threads: int | None = None,
-                 cache_prompt: bool = True) -> tuple[Any, str]:
+                 cache_prompt: bool = True, quiet: bool = True) -> tuple[Any, str]:
     """Start llama.cpp's HTTP server in this process on 127.0.0.1; returns (server, base_url).
     The server stops when the returned object is garbage-collected (keep a reference)."""
     try:
@@ -54,5 +54,7 @@ def start_server(port: int | None = None, model_path: str | None = None, n_paral
     p.cpuparams.n_threads = threads or max(1, os.cpu_count() or 1)
     p.cpuparams_batch.n_threads = p.cpuparams.n_threads
     p.cache_prompt = cache_prompt  # reuse of a slot's prompt prefix (benchmarks turn it off)
+    if quiet:  # llama.cpp logs every request at info level; failures surface as HTTP errors
+        p.verbosity = -1
     srv = xllamacpp.Server(p)
     return srv, f"http://127.0.0.1:{p.port}/v1"
