@@ -320,6 +320,7 @@ class RewireService:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.auth: set[str | None] = set()
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -329,6 +330,7 @@ class RewireService:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers["Content-Length"]))
                 outer.calls += 1
+                outer.auth.add(self.headers.get("Authorization"))
                 text = ("<thinking starts>plan<thinking ends>\n<improved response starts>\n"
                         f"{outer.TEXT}\n<improved response ends>")
                 out = json.dumps({"choices": [{"message": {"content": text},
@@ -346,9 +348,12 @@ class RewireService:
 
 def test_rewire_recycles_the_filters_rejects_after_the_filter(
         prefect_harness: None, sample_slice: Path, tmp_path: Path) -> None:
+    from prefect.blocks.system import Secret
+
     from flows.pipeline import run_recipe
     from tasks.catalog import Catalog
 
+    Secret(value="sk-recycle-4242").save("datamill-test-llm-key", overwrite=True)
     svc = RewireService()
     root = tmp_path / "root"
     recipe = tmp_path / "r.yaml"
@@ -357,6 +362,7 @@ def test_rewire_recycles_the_filters_rejects_after_the_filter(
         "stages": {"ingest": {"shard_max_bytes": 250_000},
                    "rewrite": {"backend": "openai", "base_url": svc.url, "model": "m",
                                "prompt": "rewire", "select": "rejected", "mix_ratio": None,
+                               "api_key_secret": "datamill-test-llm-key",
                                "price_per_m_input": 0.1, "price_per_m_output": 0.4},
                    "filter": {"filters": {"gopher_quality": {}}, "exact_dedup": {}}}}))
     try:
@@ -389,6 +395,11 @@ def test_rewire_recycles_the_filters_rejects_after_the_filter(
     n = len(quality)
     assert m["recycle.tokens_in"] == 700 * n and m["recycle.tokens_out"] == 90 * n
     assert m["recycle.cost_run"] == pytest.approx((700 * 0.1 + 90 * 0.4) * n / 1e6)
+    # the Secret block's value reached the server, and nothing datamill wrote
+    assert svc.auth == {"Bearer sk-recycle-4242"}
+    written = [p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".html",
+                                                                            ".duckdb", ".jsonl")]
+    assert written and not any(b"sk-recycle-4242" in p.read_bytes() for p in written)
 
 
 def test_local_models_on_ray_actors(tmp_path: Path, sample_lines: list[str]) -> None:
