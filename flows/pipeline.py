@@ -198,10 +198,20 @@ def rewrite_task(ctx: RunContext, upstream: dict[str, Any]) -> dict[str, Any]:
     return manifest
 
 
+# How a rewrite runs, not what it makes: changing these reuses the stage's output.
+_REWRITE_OPERATIONAL = {"base_url", "api_key_env", "api_key_secret", "max_concurrency",
+                        "timeout_s", "max_retries", "backoff_base_s", "backoff_cap_s",
+                        "breaker_threshold", "breaker_cooldown_s", "max_outage_s",
+                        "local_actors", "local_batch_size", "price_per_m_input",
+                        "price_per_m_output"}
+
+
 def _rewrite_config(cfg: Any) -> dict[str, Any]:
-    """The rewrite stage's version config: a prompt file's content, not its path, counts."""
+    """The rewrite stage's version config: a prompt file's content, not its path, counts;
+    where and how fast the model is reached does not."""
     config = cfg.model_dump()
     if cfg.is_llm:
+        config = {k: v for k, v in config.items() if k not in _REWRITE_OPERATIONAL}
         from tasks.prompts import load_prompt
 
         config["prompt_digest"] = load_prompt(cfg.prompt).digest()
