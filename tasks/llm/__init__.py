@@ -66,7 +66,9 @@ def make_backend(cfg: dict[str, Any], api_key: str | None = None) -> tuple[Backe
     if cfg["backend"] == "embedded":
         from tasks.llm.embedded import start_server
 
-        srv, url = start_server(n_parallel=cfg["max_concurrency"])
+        # 4096 tokens of context per slot: room for a published prompt, a chunk and an answer
+        par = cfg["max_concurrency"]
+        srv, url = start_server(n_parallel=par, n_ctx=min(4096 * par, 65536))
         return HTTPBackend(url, model_id(cfg), sampling, api=cfg["api"],
                            max_concurrency=cfg["max_concurrency"], timeout_s=cfg["timeout_s"],
                            max_retries=cfg["max_retries"], backoff=backoff,

@@ -21,6 +21,13 @@ from tasks.llm.base import Request, Result, Sampling
 from tasks.llm.retry import Backoff, CircuitBreaker
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# The server says the setup is wrong (bad key, no such model or path): no document would fare
+# better, so the stage fails with a clear error instead of rejecting every document.
+CONFIG_STATUS = {401, 403, 404, 405}
+
+
+class BackendConfigError(RuntimeError):
+    """The server refused the configuration (URL, model or key), not a document."""
 
 
 class HTTPBackend:
@@ -109,6 +116,10 @@ class HTTPBackend:
                 else:
                     self.breaker.record_success()
                     return res
+            if status in CONFIG_STATUS:
+                raise BackendConfigError(
+                    f"{url} answered {status} for model {self.model!r}: check rewrite.base_url, "
+                    f"rewrite.model and the API key ({r.text[:200]!r})")
             if status and status not in RETRYABLE_STATUS and status < 500:
                 # the server is up and said no to this request (e.g. 400: prompt too long)
                 self.breaker.release_probe()

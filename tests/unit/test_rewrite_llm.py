@@ -367,3 +367,20 @@ def test_http_backend_concurrency_is_bounded(fake_llm: FakeLLM) -> None:
           lambda r: got.append(r.key))
     b.close()
     assert sorted(got) == sorted(f"k{i}" for i in range(20)) and peak[0] == 3
+
+
+def test_a_wrong_url_or_key_fails_the_stage_instead_of_rejecting_everything(
+        tmp_path: Path) -> None:
+    from tasks.llm.openai_http import BackendConfigError
+
+    srv = FakeLLM()
+    srv.srv.RequestHandlerClass.do_POST = lambda self: (  # type: ignore[method-assign]
+        self.rfile.read(int(self.headers["Content-Length"])), self.send_response(401),
+        self.end_headers())
+    try:
+        with pytest.raises(BackendConfigError, match="401"):
+            rewrite_llm([_job(tmp_path, _shard(tmp_path, 3))], _cfg(srv.url),
+                        str(tmp_path / "c"))
+    finally:
+        srv.close()
+    assert not (tmp_path / "out" / "0.json").exists()  # no shard marked done
