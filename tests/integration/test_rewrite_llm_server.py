@@ -77,7 +77,8 @@ class Proxy:
         self.lock = threading.Lock()
         self.open = threading.Event()
         self.open.set()
-        self.fail_until = 0.0
+        self.fail_s = 0.0  # an outage this long, from the first request on
+        self.fail_until: float | None = None
         self.failed = 0
         self.in_flight = 0  # forwarded, not yet answered
         outer = self
@@ -102,6 +103,9 @@ class Proxy:
                         outer.in_flight -= 1
 
             def _answer(self, body: bytes, rec: dict[str, Any]) -> None:
+                with outer.lock:
+                    if outer.fail_until is None:
+                        outer.fail_until = time.time() + outer.fail_s
                 if time.time() < outer.fail_until:
                     outer.failed += 1
                     self.send_response(500)
@@ -210,7 +214,7 @@ def test_each_prompt_family_against_the_real_server(proxy: Proxy, sample_lines: 
 
 def test_server_answering_500_for_a_while(proxy: Proxy, sample_lines: list[str],
                                           tmp_path: Path) -> None:
-    proxy.fail_until = time.time() + 3.0  # a 3 s outage from the first request on
+    proxy.fail_s = 3.0  # a 3 s outage from the first request on
     src = _shard(tmp_path, _docs(sample_lines, 3, offset=2))
     cfg = RewriteConfig(backend="openai", base_url=proxy.url, model="smollm2",
                         prompt="wrap_easy", max_tokens=8, temperature=0, max_concurrency=2,

@@ -201,8 +201,9 @@ class FakeLLM:
     """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat API, answers 500 for its
     first ``fail_s`` seconds (an outage), and counts what it is asked."""
 
-    def __init__(self, fail_s: float = 0.0, reply: str = "Rewritten: {n}") -> None:
-        self.fail_until = time.monotonic() + fail_s
+    def __init__(self, fail_s: float = 0.0, reply: Any = "Rewritten: {n}") -> None:
+        self.fail_s = fail_s
+        self.fail_until: float | None = None  # the outage starts with the first request
         self.failed = 0
         self.reply = reply
         self.calls: list[str] = []
@@ -219,12 +220,15 @@ class FakeLLM:
                     outer.calls.append(body["messages"][-1]["content"])
                     n = len(outer.calls)
                     auth = self.headers.get("Authorization")
+                    if outer.fail_until is None:
+                        outer.fail_until = time.monotonic() + outer.fail_s
                 if time.monotonic() < outer.fail_until:
                     outer.failed += 1
                     self.send_response(500)
                     self.end_headers()
                     return
-                text = outer.reply.format(n=n, auth=auth)
+                text = outer.reply(n) if callable(outer.reply) else \
+                    outer.reply.format(n=n, auth=auth)
                 out = json.dumps({"choices": [{"message": {"content": text},
                                                "finish_reason": "stop"}],
                                   "usage": {"prompt_tokens": 10, "completion_tokens": 3}})
@@ -384,3 +388,27 @@ def test_a_wrong_url_or_key_fails_the_stage_instead_of_rejecting_everything(
     finally:
         srv.close()
     assert not (tmp_path / "out" / "0.json").exists()  # no shard marked done
+
+
+def test_post_filter_keeps_the_top_percent_by_quality(tmp_path: Path) -> None:
+    from tasks.rewrite import quality_scores
+
+    # answers whose share of alphabetic words varies: n words then a few numbers
+    srv = FakeLLM(reply=lambda n: " ".join(["word"] * n + ["123"] * 4))
+    try:
+        out = rewrite_llm([_job(tmp_path, _shard(tmp_path, 8))],
+                          _cfg(srv.url, keep_top_percent=50, mix_ratio=None,
+                               quality_score="gopher_quality.alpha_words_frac"),
+                          str(tmp_path / "c"))
+    finally:
+        srv.close()
+    s = out["shards"][0]
+    assert s["rewrites_kept"] == 4 and s["rejections"] == {
+        "rewrite.post_filter": {"first": 4, "alone": 4}}
+    kept = pq.read_table(tmp_path / "out" / "kept-0.parquet")
+    kept = kept.filter(pa.compute.is_valid(kept["rewritten_from"]))
+    rej = pq.read_table(tmp_path / "out" / "rej-0.parquet")
+    spec = "gopher_quality.alpha_words_frac"
+    assert min(quality_scores(kept, spec)) > max(quality_scores(rej, spec))
+    with pytest.raises(ValueError, match="no column"):
+        quality_scores(kept, "gopher_quality.nonsense")
