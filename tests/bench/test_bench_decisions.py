@@ -11,18 +11,20 @@ Then ``REPS`` repetitions of each decision, reusing the trained models (training
 once is what 2 shared CPU cores afford; training 2 x 8 x REPS is not):
 
 - **planted**: A = K seeds drawn from the noised recipe's pool, B = K seeds from the clean
-  one's, scored on a random half of the held-out items: ``paired_bootstrap`` must call B
-  "better" on held-out bits per byte in >= 95 % of repetitions;
+  one's, scored on a bootstrap resample of the held-out items (as many, drawn with replacement:
+  a new evaluation set of the same size): ``paired_bootstrap`` must call B "better" on held-out
+  bits per byte in >= 95 % of repetitions;
 - **null**: A and B = two disjoint sets of K seeds of the *clean* recipe (same recipe, other
-  seeds), on a random half of the items: it must say "can't tell" in >= 95 %.
+  seeds), on a resample of the items: it must say "can't tell" in >= 95 %.
 
 Honest limits: repetitions share models (8 seeds give 35 disjoint 4-vs-4 splits for the null)
 and items, so they are not independent replications; the rates are over seed subsets x item
-subsets of one pool of trained models. Rates on the multiple-choice tasks are printed too (at
+resamples of one pool of trained models. Rates on the multiple-choice tasks are printed too (at
 this scale their items are too few to see the effect: expect mostly "can't tell").
 
-First run ~20 min on 2 cores (16 trainings); stages are content-addressed under
-``.datamill/bench/decisions``, so a re-run only redoes the repetitions (~1 min).
+First run ~16 min (B = 8) to ~30 min (B = 16) on 2 shared cores (16 trainings, 16
+evaluations); stages are content-addressed under ``.datamill/bench/decisions``, so a re-run only
+redoes the repetitions (~1 min). Measured rates: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ K = 4  # seeds a side per decision
 REPS = 200
 INTENSITY = 0.2
 STEPS = 150
-BATCH = 8
+# sequences per step; DATAMILL_BENCH_DECISIONS_BATCH=8 is the smaller scale also measured
+BATCH = int(os.environ.get("DATAMILL_BENCH_DECISIONS_BATCH", "16"))
 TARGET = 0.95
 
 
@@ -133,7 +136,8 @@ def test_planted_effect_and_null(prefect_harness: None, bench_out: Path, table: 
         a_pl = rng.choice(len(SEEDS), K, replace=False)
         b_pl = rng.choice(len(SEEDS), K, replace=False)
         for k in keys:
-            ids = sorted(rng.choice(common[k], len(common[k]) // 2, replace=False).tolist())
+            # a new held-out set of the same size, drawn from the one we have (bootstrap)
+            ids = rng.choice(common[k], len(common[k]), replace=True).tolist()
             planted = decide([pools["noised"][i] for i in a_pl], [pools["clean"][i] for i in b_pl],
                              k, ids, 400, rep)
             null = decide([pools["clean"][i] for i in a_null[:K]],
@@ -147,13 +151,13 @@ def test_planted_effect_and_null(prefect_harness: None, bench_out: Path, table: 
         return float(np.mean([sum(m[k][i][0] for i in ids) / sum(m[k][i][1] for i in ids)
                               for m in pool]))
 
-    rows = [[f"{k[0]}/{k[1]}", len(common[k]) // 2, f"{value(pools['clean'], k):.4f}",
+    rows = [[f"{k[0]}/{k[1]}", len(common[k]), f"{value(pools['clean'], k):.4f}",
              f"{value(pools['noised'], k):.4f}",
              f"{counts[k]['planted'] / REPS:.1%}", f"{counts[k]['null'] / REPS:.1%}"]
             for k in keys]
     report = (f"decisions: {len(SEEDS)} seeds x 2 recipes (tiny preset, {STEPS} steps of "
               f"{BATCH} x 128 tokens; noise fraction 0.5, intensity {INTENSITY}); {REPS} "
-              f"repetitions of {K} vs {K} seeds on a random half of the items\n"
+              f"repetitions of {K} vs {K} seeds on a bootstrap resample of the items\n"
               + table(["task/metric", "items", "clean", "noised", "planted: better",
                        "null: can't tell"], rows)
               + f"\nmodels built/cached in {build_s:.0f} s, repetitions in {reps_s:.0f} s")
