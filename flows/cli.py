@@ -341,9 +341,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     apply_defaults()
     from tasks import harness
 
-    if not harness.available():
-        return _fail("lm-evaluation-harness is not installed: pip install 'datamill[lmeval]'",
-                     1)
     tasks = [t for t in args.harness.split(",") if t]
     target = Path(args.target)
     cat = _catalog(args.data_root)
@@ -359,6 +356,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    for s in run["stages"] if s["stage"] == "train"]
         if not targets:
             return _fail(f"run {run['run_id']} has no train stage", 1)
+    if not harness.available():
+        return _fail("lm-evaluation-harness is not installed: pip install 'datamill[lmeval]'",
+                     1)
     from tasks.train import resolve_device
 
     device = str(resolve_device(args.device))
