@@ -79,6 +79,7 @@ def test_refresh_promotes_continues_and_idles(prefect_harness: None, sample_line
     assert cat.promoted("slice")["run_id"] == expected
 
     # `datamill promoted` prints the promoted run and its checkpoint
+    capsys.readouterr()
     assert main(["promoted", "slice", "--data-root", str(root), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["run_id"] == expected and Path(out["checkpoints"][0]).is_dir()
