@@ -239,6 +239,9 @@ class _Ctx:
         self.source = source
         self.cfg = cfg
         self.skipped: Counter[str] = Counter()
+        # ids kept so far from this input: a repeated id is rejected, so ids stay unique (the
+        # documents contract); 8-byte hashes keep the set small
+        self.kept_ids: set[int] = set()
 
     def pos_id(self, position: Any) -> str:
         return f"{self.source}-{xxhash.xxh64_hexdigest(f'{self.label}:{position}'.encode())}"
@@ -811,6 +814,14 @@ def _finish(batch: _Batch, ctx: _Ctx) -> _Done:
             why[i] = "ingest.lang_score"
         elif allowed is not None and langid.primary(cols["lang"][i]) not in allowed:
             why[i] = "ingest.language"
+    seen = ctx.kept_ids
+    for i in live:
+        if why[i] is None:
+            key = xxhash.xxh64_intdigest(str(cols["id"][i]).encode())
+            if key in seen:
+                why[i] = "ingest.duplicate_id"
+            else:
+                seen.add(key)
     rejected = list(batch.rejected)
     quarantine = list(batch.quarantine)
     keep = []

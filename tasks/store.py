@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 # Bump a stage's number when its code changes what it writes, so old outputs are not reused.
 CODE_VERSIONS = {
-    "ingest": 2,  # 2: normalisation, language id, more formats
+    "ingest": 3,  # 2: normalisation, language id, more formats; 3: repeated ids rejected
     "rewrite": 1,
     "recycle": 1,  # REWIRE: rewrites of the filter's rejects, after the filter
     "score": 1,

@@ -40,6 +40,24 @@ def test_jsonl_to_contract_table(tmp_path: Path) -> None:
     assert json.loads(row["meta"]) == {"extra": 2}  # unmapped fields kept, not lost
 
 
+def test_a_repeated_id_is_rejected_and_the_first_kept(tmp_path: Path) -> None:
+    """The documents contract wants unique ids: an input repeating one (the sample does)
+    keeps its first document and rejects the others, counted, across batches too."""
+    docs = _docs(3)
+    rows = [docs[0], docs[1], {**docs[0], "text": "another text, same id"}, docs[2], docs[1]]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(d) for d in rows) + "\n")
+    stats = ingest_file(str(src), "00000", str(tmp_path / "out"), "jsonl", {}, CFG)
+    assert (stats["docs_in"], stats["docs_kept"], stats["docs_rejected"]) == (5, 3, 2)
+    assert stats["rejections"]["ingest.duplicate_id"] == {"first": 2, "alone": 2}
+    kept = _read(tmp_path / "out", "kept")
+    assert [r["id"] for r in kept] == ["d0", "d1", "d2"]
+    assert kept[0]["text"] == "document number 0"
+    rej = _read(tmp_path / "out", "rejected")
+    assert [(r["id"], r["reject_reason"]) for r in rej] == [
+        ("d0", "ingest.duplicate_id"), ("d1", "ingest.duplicate_id")]
+
+
 def test_bad_lines_are_quarantined_and_good_ones_around_them_kept(tmp_path: Path) -> None:
     good = [json.dumps(d).encode() for d in _docs(4)]
     lines = [good[0], b"{not json", good[1], b'{"id": "x", "text": "caf\xe9"}', good[2],
