@@ -20,13 +20,16 @@ def test_broken_contract_fails_before_training(prefect_harness: None, sample_lin
     from flows.pipeline import run_recipe
 
     docs = [json.loads(line) for line in sample_lines[0::20]]
-    for d in docs[:3]:  # three documents reuse another's id
-        docs.append({**d, "text": d["text"] + " (a second version)"})
+    # three documents of a second file reuse ids of the first (ingest rejects an id repeated
+    # within one file, so only a repeat across files reaches the contract)
+    again = [{**d, "text": d["text"] + " (a second version)"} for d in docs[:3]]
     docs[5]["lang"] = docs[6]["lang"] = "English"  # not a language code
-    corpus = tmp_path / "bad.jsonl"
-    corpus.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    (inbox / "b.jsonl").write_text("\n".join(json.dumps(d) for d in again) + "\n")
     root = tmp_path / "root"
-    recipe = write_recipe(tmp_path / "r.yaml", corpus, root)
+    recipe = write_recipe(tmp_path / "r.yaml", inbox / "*.jsonl", root)
 
     with pytest.raises(ContractError) as err:
         run_recipe(str(recipe))

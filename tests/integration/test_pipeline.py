@@ -158,8 +158,9 @@ def test_report_and_prefect_artifacts(first_run: dict[str, Any]) -> None:
             "datamill-rejections"} <= keys
     funnel = next(a for a in arts if a.key == "datamill-funnel")
     assert "filter" in str(funnel.data)
-    rejections = next(a for a in arts if a.key == "datamill-rejections")
-    assert "exact_dedup.duplicate" in str(rejections.data)
+    # other tests' runs share this Prefect server: look for this run's table among them
+    assert any("exact_dedup.duplicate" in str(a.data) for a in arts
+               if a.key == "datamill-rejections")
     # the flow run in the UI carries the datamill run id as its name
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 
