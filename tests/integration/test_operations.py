@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,22 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
+from serverkit import cli, start_serve, start_server
 
 from tasks.catalog import Catalog
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def _check_ui_page(url: str, must_show: list[str]) -> None:
@@ -62,29 +49,20 @@ def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: 
         "name": "slice", "entrypoint": "flows/pipeline.py:run_recipe",
         "parameters": {"recipe_path": str(recipe)}, "concurrency_limit": 1,
         "schedules": [{"cron": "0 3 * * *"}]}]}))
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env["DATAMILL_DATA_ROOT"] = str(root)
-    start = _cli("server", "start", "--port", str(port), env=env, timeout=150)
-    assert start.returncode == 0, start.stdout + start.stderr
-    api = f"http://127.0.0.1:{port}/api"
-    env.update(PREFECT_API_URL=api, PREFECT_SERVER_UI_API_URL=api)
+    env, api = start_server(root)
     server = None
     try:
-        server = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--file",
-                                   str(deployments)], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        server = start_serve(deployments, env)
         deadline = time.monotonic() + 90
         out = None
         while time.monotonic() < deadline:  # the deployment appears once serve registered it
-            out = _cli("trigger", "datamill-run/slice", "--wait", "--timeout", "240",
+            out = cli("trigger", "datamill-run/slice", "--wait", "--timeout", "240",
                        "--param", f"recipe_path={recipe}", env=env, timeout=300)
             if "not found" not in (out.stdout + out.stderr).lower():
                 break
             time.sleep(2)
         assert out is not None and out.returncode == 0, out.stdout + out.stderr[-3000:]
-        assert f"http://127.0.0.1:{port}/runs/flow-run/" in out.stdout
+        assert f"{api.removesuffix('/api')}/runs/flow-run/" in out.stdout
         runs = Catalog(root / "catalog.duckdb").runs()
         assert len(runs) == 1 and runs[0]["status"] == "completed"
         url = next(w for w in out.stdout.split() if "/runs/flow-run/" in w)
@@ -98,7 +76,7 @@ def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: 
             dep = client.read_deployment_by_name("datamill-run/slice")
         assert dep.schedules and dep.schedules[0].schedule.cron == "0 3 * * *"
         # a failing run exits non-zero
-        bad = _cli("trigger", "datamill-run/slice", "--wait", "--timeout", "120",
+        bad = cli("trigger", "datamill-run/slice", "--wait", "--timeout", "120",
                    "--param", "recipe_path=/nonexistent.yaml", env=env, timeout=180)
         assert bad.returncode != 0
     finally:
@@ -108,5 +86,5 @@ def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: 
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
-        stopped = _cli("server", "stop", env=env)
+        stopped = cli("server", "stop", env=env)
         assert stopped.returncode == 0

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,22 +24,11 @@ from typing import Any
 
 import pytest
 import yaml
+from serverkit import ROOT, cli, start_serve, start_server
 
 from tasks.catalog import Catalog
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 class _Page:
@@ -182,19 +170,10 @@ def test_two_refreshes_at_once_one_writer_and_the_ui(tmp_path: Path, sample_line
         "name": "refresh", "entrypoint": "flows/refresh.py:refresh",
         "parameters": {"recipe_path": str(recipe)}, "concurrency_limit": 1,
         "schedules": [{"cron": "0 2 * * *"}]}]}))
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env["DATAMILL_DATA_ROOT"] = str(root)
-    start = _cli("server", "start", "--port", str(port), env=env, timeout=150)
-    assert start.returncode == 0, start.stdout + start.stderr
-    api = f"http://127.0.0.1:{port}/api"
-    env.update(PREFECT_API_URL=api, PREFECT_SERVER_UI_API_URL=api)
+    env, api = start_server(root)
     server = None
     try:
-        server = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--file",
-                                   str(deployments)], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        server = start_serve(deployments, env)
         _wait_deployment(api, "datamill-refresh/refresh")
         # two refreshes at once: CI's trigger (through serve) and one from a shell
         ci = subprocess.Popen([sys.executable, "-m", "flows.cli", "trigger",
@@ -218,7 +197,7 @@ def test_two_refreshes_at_once_one_writer_and_the_ui(tmp_path: Path, sample_line
             assert by_hand["run_id"] == ran and by_hand["promotion"]["promoted"]
         assert Catalog(root / "catalog.duckdb").promoted("slice")["run_id"] == ran
 
-        ui = f"http://127.0.0.1:{port}/runs/flow-run/{_flow_run_id(api, ran)}"
+        ui = f"{api.removesuffix('/api')}/runs/flow-run/{_flow_run_id(api, ran)}"
         shot = Path(os.environ.get("DATAMILL_SCREENSHOT") or tmp_path / "ui-refresh.png")
         text = check_refresh_page(ui, ran, screenshot=shot)
         assert "datamill-funnel" in text and "datamill-promotion" in text
@@ -230,5 +209,5 @@ def test_two_refreshes_at_once_one_writer_and_the_ui(tmp_path: Path, sample_line
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
-        stopped = _cli("server", "stop", env=env)
+        stopped = cli("server", "stop", env=env)
         assert stopped.returncode == 0
