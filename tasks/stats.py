@@ -67,15 +67,23 @@ def bootstrap_diffs(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray,
     """Replicates of B - A: items resampled with replacement, the same items for both sides
     (paired); seeds resampled within each side when ``resample_seeds``."""
     n_items = num_a.shape[1]
+    if not resample_seeds:
+        # a side's metric is sum over (seeds, items) of num / of den, so per item the totals
+        # over seeds are all a resample needs: one gather per block of replicates
+        cols = np.stack([num_a.sum(0), den_a.sum(0), num_b.sum(0), den_b.sum(0)])
+        out = np.empty(n_boot)
+        block = max(1, 4_000_000 // max(n_items, 1))  # bounds the index matrix (~32 MB)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for start in range(0, n_boot, block):
+                n = min(block, n_boot - start)
+                totals = cols[:, rng.integers(0, n_items, (n, n_items))].sum(2)
+                out[start:start + n] = totals[2] / totals[3] - totals[0] / totals[1]
+        return out
     out = np.empty(n_boot)
-    # per item, the side's totals over its seeds: resampling items is then one gather
     for i in range(n_boot):
         items = rng.integers(0, n_items, n_items)
-        if resample_seeds:
-            sa = rng.integers(0, num_a.shape[0], num_a.shape[0])
-            sb = rng.integers(0, num_b.shape[0], num_b.shape[0])
-        else:
-            sa, sb = np.arange(num_a.shape[0]), np.arange(num_b.shape[0])
+        sa = rng.integers(0, num_a.shape[0], num_a.shape[0])
+        sb = rng.integers(0, num_b.shape[0], num_b.shape[0])
         ra = _ratio(num_a[np.ix_(sa, items)], den_a[np.ix_(sa, items)])
         rb = _ratio(num_b[np.ix_(sb, items)], den_b[np.ix_(sb, items)])
         out[i] = rb - ra
