@@ -243,12 +243,14 @@ def _labels(run_ids: list[str]) -> list[str]:
 def _print_decisions(rows: list[dict[str, Any]], snr_rows: list[dict[str, Any]],
                      many: bool) -> None:
     head = f"{'model':<24} " if many else ""
-    print(f"{head}{'task':<16} {'metric':<11} {'A':>8} {'B':>8} {'B-A':>8} {'95% CI':>19} "
+    # per-source held-out rows ("heldout/wikipedia-summaries") are longer than task names
+    w = max([16, *(len(str(r["task"])) for r in [*rows, *snr_rows])])
+    print(f"{head}{'task':<{w}} {'metric':<11} {'A':>8} {'B':>8} {'B-A':>8} {'95% CI':>19} "
           f"{'MDE':>7} {'items':>6} {'seeds':>5} {'SNR':>6}  verdict (B vs A)")
     for r in rows:
         ci = f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
         lead = f"{r['model']:<24} " if many else ""
-        print(f"{lead}{r['task']:<16} {r['metric']:<11} {r['a']:>8.4f} {r['b']:>8.4f} "
+        print(f"{lead}{r['task']:<{w}} {r['metric']:<11} {r['a']:>8.4f} {r['b']:>8.4f} "
               f"{r['diff']:>+8.4f} {ci:>19} {r['mde']:>7.4f} {r['items']:>6} {r['seeds']:>5} "
               f"{r['snr']:>6.1f}  {r['verdict']}")
     for r in rows:
@@ -256,7 +258,7 @@ def _print_decisions(rows: list[dict[str, Any]], snr_rows: list[dict[str, Any]],
             print(f"  {r['task']} ({r.get('model', 'B')}): {r['note']}")
     print("\nsignal and noise per task (across all compared models):")
     for s in snr_rows:
-        print(f"  {s['task']:<24} {s['metric']:<11} signal {s['signal']:.4f}  noise "
+        print(f"  {s['task']:<{w}} {s['metric']:<11} signal {s['signal']:.4f}  noise "
               f"{s['noise']:.4f}  SNR {s['snr']:.1f}")
     print("SNR = spread between the models / spread over seeds and last checkpoints (Signal "
           "and Noise, AI2); nan with one seed and no scored checkpoints.")
