@@ -7,27 +7,28 @@ line). Each is run through the real flow (``run_recipe``: ingest, rewrite, filte
 train, evaluate) with ``SEEDS`` seeds of the tiny preset. Both are evaluated on the *raw*
 held-out split (``evaluate.heldout: raw``), so both score the very same clean text.
 
-Then decisions, reusing the trained models (training 2 x 16 proxies once is what 2 shared CPU
-cores afford; 2 x 16 per repetition is not), ``K`` seeds a side, each decision scored on its own
+Then decisions, reusing the trained models (training 2 x 24 proxies once is what 2 shared CPU
+cores afford; 2 x 24 per repetition is not), ``K`` seeds a side, each decision scored on its own
 bootstrap resample of the held-out items (as many, drawn with replacement: a new evaluation set
 of the same size):
 
 - **planted**: ``PLANTED_REPS`` random draws of A = K seeds of the noised recipe, B = K seeds of
   the clean one: ``paired_bootstrap`` must call B "better" on held-out bits per byte in >= 95 %;
-- **null**: *every* split of one recipe's 16 seeds into two sets of K (6,435 decisions), for the
-  clean and for the noised recipe: it must say "can't tell" in >= 95 % for each.
+- **null**: ``NULL_SPLITS`` distinct splits of one recipe's 24 seeds into two sets of K (all of
+  them where there are fewer), for the clean and for the noised recipe: it must say "can't tell"
+  in >= 95 % for each.
 
-Why every split rather than a few hundred random ones: a calibrated 95 % interval says "can't
+Why thousands of splits rather than a few hundred draws: a calibrated 95 % interval says "can't
 tell" to a null 95 % of the time, exactly the bar, so a 200-draw estimate (+-1.5 % binomial
-error) lands under the bar about as often as over it (one such run: 97.5 % clean, 94.0 %
-noised). All splits remove that sampling error: what is left is the rate on this pool of models.
+error) lands under the bar about as often as over it (one such run, 8 vs 8: 97.5 % clean,
+94.0 % noised). 10,000 splits cut that error to +-0.2 %: what is left is the rate on this pool.
 
 Honest limits: repetitions share models and items, so they are not independent replications;
 the rates are over seed subsets x item resamples of one pool of trained models. Rates on the
 multiple-choice tasks are printed too (at this scale their items are too few to see the effect:
 expect mostly "can't tell").
 
-First run ~45 min on 2 shared cores (32 trainings, 32 evaluations); stages are content-addressed
+First run ~1 h on 2 shared cores (48 trainings, 48 evaluations); stages are content-addressed
 under ``.datamill/bench/decisions``, so a re-run only redoes the decisions (~5 min). Measured
 rates: docs/evaluation.md.
 """
