@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,20 @@ def _catalog(data_root: str | None) -> Any:
     return Catalog(resolve(data_root) / "catalog.duckdb")
 
 
+@contextmanager
+def _engines() -> Iterator[None]:
+    """Whatever a flow started (a Dask cluster, Ray) is stopped when the command ends, so the
+    process exits promptly even when the flow failed."""
+    from infra import dask as dask_engine
+    from infra import ray as ray_engine
+
+    try:
+        yield
+    finally:
+        dask_engine.shutdown()
+        ray_engine.shutdown()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from infra.env import apply_defaults
 
@@ -150,17 +166,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(e))
 
     from flows.pipeline import new_run_id, run_recipe
-    from infra import dask as dask_engine
-    from infra import ray as ray_engine
 
     run_id = new_run_id()
     print(f"datamill: run {run_id} of recipe {recipe.name!r}", file=sys.stderr)
-    try:
+    with _engines():
         summary = run_recipe(args.recipe, until=args.until, data_root=args.data_root,
                              run_id=run_id)
-    finally:
-        dask_engine.shutdown()
-        ray_engine.shutdown()
     if args.json:
         print(json.dumps(summary, default=str, indent=2))
     else:
@@ -316,15 +327,10 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     if len(args.recipes) < 2:
         return _fail("an ablation needs at least two recipes (the first is the baseline)")
     from flows.ablation import ablation
-    from infra import dask as dask_engine
-    from infra import ray as ray_engine
 
-    try:
+    with _engines():
         out = ablation(args.recipes, data_root=args.data_root, boot=args.boot,
                        min_snr=args.min_snr)
-    finally:
-        dask_engine.shutdown()
-        ray_engine.shutdown()
     if args.json:
         print(json.dumps(out, default=str, indent=2))
         return 0
@@ -409,15 +415,10 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         return _fail(str(e))
     from flows.pipeline import new_run_id
     from flows.refresh import refresh
-    from infra import dask as dask_engine
-    from infra import ray as ray_engine
 
-    try:
+    with _engines():
         out = refresh(args.recipe, data_root=args.data_root, run_id=new_run_id(),
                       require_better=args.require_better, lock_wait_s=args.lock_wait)
-    finally:
-        dask_engine.shutdown()
-        ray_engine.shutdown()
     if args.json:
         print(json.dumps(out, default=str, indent=2))
         return 0

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,3 +43,12 @@ def start_serve(deployments: Path, env: dict[str, str]) -> subprocess.Popen:
                              str(deployments)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+
+
+def deployments_file(path: Path, name: str, entrypoint: str, recipe: Path, cron: str) -> Path:
+    """A prefect.yaml with one deployment of ``entrypoint`` on ``recipe``: concurrency limit 1
+    and a cron schedule, as deployments/ ships them."""
+    path.write_text(yaml.safe_dump({"name": "t", "deployments": [{
+        "name": name, "entrypoint": entrypoint, "parameters": {"recipe_path": str(recipe)},
+        "concurrency_limit": 1, "schedules": [{"cron": cron}]}]}))
+    return path

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from serverkit import cli, start_serve, start_server
+from serverkit import cli, deployments_file, start_serve, start_server
 
 from tasks.catalog import Catalog
 
@@ -44,11 +43,8 @@ def _check_ui_page(url: str, must_show: list[str]) -> None:
 def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: Any) -> None:
     root = tmp_path / "root"
     recipe = write_recipe(tmp_path / "recipe.yaml", sample_slice, root)
-    deployments = tmp_path / "prefect.yaml"
-    deployments.write_text(yaml.safe_dump({"name": "t", "deployments": [{
-        "name": "slice", "entrypoint": "flows/pipeline.py:run_recipe",
-        "parameters": {"recipe_path": str(recipe)}, "concurrency_limit": 1,
-        "schedules": [{"cron": "0 3 * * *"}]}]}))
+    deployments = deployments_file(tmp_path / "prefect.yaml", "slice",
+                                   "flows/pipeline.py:run_recipe", recipe, "0 3 * * *")
     env, api = start_server(root)
     server = None
     try:

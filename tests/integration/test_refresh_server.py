@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from serverkit import ROOT, cli, start_serve, start_server
+from serverkit import ROOT, cli, deployments_file, start_serve, start_server
 
 from tasks.catalog import Catalog
 
@@ -165,11 +165,8 @@ def test_two_refreshes_at_once_one_writer_and_the_ui(tmp_path: Path, sample_line
     raw["stages"]["train"]["max_tokens"] = 8 * 64 * 6  # 6 steps: operations, not the model
     raw["stages"]["evaluate"].update(max_docs=10, tasks=[])
     recipe.write_text(yaml.safe_dump(raw))
-    deployments = tmp_path / "prefect.yaml"
-    deployments.write_text(yaml.safe_dump({"name": "t", "deployments": [{
-        "name": "refresh", "entrypoint": "flows/refresh.py:refresh",
-        "parameters": {"recipe_path": str(recipe)}, "concurrency_limit": 1,
-        "schedules": [{"cron": "0 2 * * *"}]}]}))
+    deployments = deployments_file(tmp_path / "prefect.yaml", "refresh",
+                                   "flows/refresh.py:refresh", recipe, "0 2 * * *")
     env, api = start_server(root)
     server = None
     try:
