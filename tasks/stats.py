@@ -29,6 +29,9 @@ import numpy as np
 
 ALPHA = 0.05
 POWER = 0.8
+# item-bootstrap replicates are drawn in blocks of at most this many indices: ~8 MB of indices
+# and ~32 MB of gathered totals whatever the number of items
+BLOCK_ELEMENTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def bootstrap_diffs(num_a: np.ndarray, den_a: np.ndarray, num_b: np.ndarray,
         # over seeds are all a resample needs: one gather per block of replicates
         cols = np.stack([num_a.sum(0), den_a.sum(0), num_b.sum(0), den_b.sum(0)])
         out = np.empty(n_boot)
-        block = max(1, 4_000_000 // max(n_items, 1))  # bounds the index matrix (~32 MB)
+        block = max(1, BLOCK_ELEMENTS // max(n_items, 1))
         with np.errstate(invalid="ignore", divide="ignore"):
             for start in range(0, n_boot, block):
                 n = min(block, n_boot - start)

@@ -123,9 +123,10 @@ def test_snr_ignores_nan_and_needs_two_values() -> None:
     assert out["snr"] > 1
 
 
-def test_item_bootstrap_gathers_seed_totals_exactly() -> None:
+def test_item_bootstrap_gathers_seed_totals_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fast path (seeds held fixed: per-item totals over seeds, resampled in blocks) gives
     the very replicates a loop over resamples gives, block boundaries included."""
+    monkeypatch.setattr("tasks.stats.BLOCK_ELEMENTS", 1_000)  # blocks of 20 replicates
     rng = np.random.default_rng(3)
     num_a, num_b = rng.random((3, 50)) * 9, rng.random((2, 50)) * 9
     den_a, den_b = num_a + rng.random((3, 50)), num_b + rng.random((2, 50))
