@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +44,19 @@ def start_serve(deployments: Path, env: dict[str, str]) -> subprocess.Popen:
                              str(deployments)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+
+
+def stop_all(serve: subprocess.Popen | None, env: dict[str, str]) -> None:
+    """Stop `datamill serve` by its process group (SIGINT, then SIGKILL after 20 s), then the
+    server; the server must stop cleanly."""
+    if serve is not None:
+        os.killpg(serve.pid, signal.SIGINT)
+        try:
+            serve.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+    stopped = cli("server", "stop", env=env)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
 def deployments_file(path: Path, name: str, entrypoint: str, recipe: Path, cron: str) -> Path:

@@ -3,9 +3,7 @@ deployments, `datamill trigger --wait` from the CLI (as CI would), rows in the c
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -13,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serverkit import cli, deployments_file, start_serve, start_server
+from serverkit import cli, deployments_file, start_serve, start_server, stop_all
 
 from tasks.catalog import Catalog
 
@@ -76,11 +74,4 @@ def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: 
                    "--param", "recipe_path=/nonexistent.yaml", env=env, timeout=180)
         assert bad.returncode != 0
     finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        stopped = cli("server", "stop", env=env)
-        assert stopped.returncode == 0
+        stop_all(server, env)

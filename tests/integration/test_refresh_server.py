@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
-from serverkit import ROOT, cli, deployments_file, start_serve, start_server
+from serverkit import ROOT, deployments_file, start_serve, start_server, stop_all
 
 from tasks.catalog import Catalog
 
@@ -200,11 +200,4 @@ def test_two_refreshes_at_once_one_writer_and_the_ui(tmp_path: Path, sample_line
         assert "datamill-funnel" in text and "datamill-promotion" in text
         assert shot.is_file() and shot.stat().st_size > 20_000
     finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        stopped = cli("server", "stop", env=env)
-        assert stopped.returncode == 0
+        stop_all(server, env)
