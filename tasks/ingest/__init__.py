@@ -1,0 +1,60 @@
+"""Ingest: raw files -> the document table, sharded to Parquet.
+
+One input (a file, or a folder of pages, or a Hugging Face dataset directory) is one unit of
+work (a Dask task). Records stream in batches, so memory is bounded by the batch, the line cap
+and the shard size, never by the file.
+
+Formats (``input.format``, or ``auto``: by extension / folder contents), one reader each in
+``readers/``:
+
+- ``jsonl``: ``.jsonl``/``.json``/``.ndjson``, plain, gzip or zstd (by magic bytes). Lines are
+  read with a size cap (``max_line_bytes``): a longer line is skipped in chunks, never held.
+- ``parquet``: read by row batches.
+- ``warc``: ``.warc``/``.warc.gz``; HTTP ``response`` records (2xx, HTML) -> extracted text,
+  ``WARC-Target-URI`` -> url, ``WARC-Date`` -> fetched_at. Other records are skipped and
+  counted in ``stats["skipped"]`` (they are not documents).
+- ``wet``: ``.warc.wet.gz``/``.wet``; ``conversion`` records, text as is.
+- ``html`` / ``text``: a folder of ``.html``/``.htm`` (extracted) and/or ``.txt`` files (as
+  is), one document per file; id is a hash of the relative path, source the folder's name.
+- ``hf``: a ``datasets`` ``save_to_disk`` directory (``.arrow`` IPC stream files listed in
+  ``state.json``, or Parquet files; a ``dataset_dict.json`` directory reads every split).
+
+Records become contract rows in ``records.py`` (``input.fields``). Then, per batch
+(``policy.py``): documents longer than ``max_doc_chars`` are rejected; the rest are normalised
+(``tasks/normalize.py``), checked for emptiness, language-identified (``tasks/langid.py``) and
+checked against ``min_lang_score`` and ``languages``. Unreadable records (bad JSON, bad UTF-8,
+a truncated gzip/zstd stream, a broken WARC record, a Parquet/Arrow file without the text
+column, an over-long line) go to ``quarantine/`` with the file, position and error, and are
+counted: nothing is dropped silently, and ``docs_in == docs_kept + docs_rejected``. The shards
+are written by ``writer.py``; ``shard.py`` ties it together per input.
+"""
+
+from __future__ import annotations
+
+from tasks.ingest.config import (
+    BATCH_CHARS,
+    BATCH_DOCS,
+    DEFAULTS,
+    HTML_EXTS,
+    RAW_SNIPPET,
+    READ_CHUNK,
+    SIDE_ROWS,
+    TEXT_EXTS,
+)
+from tasks.ingest.inputs import (
+    FORMATS,
+    HF_MARKERS,
+    InputError,
+    content_sha256,
+    detect_format,
+    expand_inputs,
+    fingerprint,
+)
+from tasks.ingest.readers import READERS
+from tasks.ingest.shard import ingest_file
+
+__all__ = [
+    "BATCH_CHARS", "BATCH_DOCS", "DEFAULTS", "FORMATS", "HF_MARKERS", "HTML_EXTS", "READERS",
+    "RAW_SNIPPET", "READ_CHUNK", "SIDE_ROWS", "TEXT_EXTS", "InputError", "content_sha256",
+    "detect_format", "expand_inputs", "fingerprint", "ingest_file",
+]

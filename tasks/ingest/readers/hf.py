@@ -1,0 +1,82 @@
+"""``hf``: a ``datasets`` ``save_to_disk`` directory (``.arrow`` IPC stream files listed in
+``state.json``, or Parquet files; a ``dataset_dict.json`` directory reads every split), or
+one ``.arrow`` file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.ingest.config import BATCH_DOCS
+from tasks.ingest.readers.parquet import missing_text, table_batches
+from tasks.ingest.records import Batch, ReadContext, qrow
+
+
+def _hf_files(d: Path) -> list[Path]:
+    state = d / "state.json"
+    if state.is_file():
+        try:
+            listed = [d / x["filename"] for x in json.loads(state.read_text())["_data_files"]]
+            if listed:
+                return listed
+        except (ValueError, KeyError, TypeError):
+            pass
+    arrow = sorted(d.glob("*.arrow"))
+    return arrow or sorted(p for p in d.rglob("*.parquet") if p.is_file())
+
+
+def _arrow_reader(p: Path) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Record batches of an Arrow IPC file, stream format (what `datasets` writes) or file
+    format, memory-mapped."""
+    try:
+        r = pa.ipc.open_stream(pa.memory_map(str(p)))
+        return r.schema, iter(r)
+    except pa.ArrowInvalid:
+        f = pa.ipc.open_file(pa.memory_map(str(p)))
+        return f.schema, (f.get_batch(i) for i in range(f.num_record_batches))
+
+
+def read_hf(path: Path, ctx: ReadContext) -> Iterator[Batch]:
+    if path.is_file():  # one .arrow file
+        splits: list[tuple[str | None, list[Path]]] = [(None, [path])]
+    elif (path / "dataset_dict.json").is_file():
+        try:
+            names = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        except (ValueError, KeyError, TypeError):
+            names = sorted(p.name for p in path.iterdir() if p.is_dir())
+        splits = [(s, _hf_files(path / s)) for s in names]
+    else:
+        splits = [(None, _hf_files(path))]
+    position = 0
+    for split, files in splits:
+        extra = {"split": split} if split else None
+        for p in files:
+            start = position
+            try:
+                if p.suffix == ".parquet":
+                    pf = pq.ParquetFile(p)
+                    schema, n_rows = pf.schema_arrow, pf.metadata.num_rows
+                    batches = pf.iter_batches(batch_size=BATCH_DOCS)
+                else:
+                    schema, batches = _arrow_reader(p)
+                    n_rows = None
+                if ctx.f["text"] not in schema.names:
+                    if n_rows is None:
+                        n_rows = sum(b.num_rows for b in batches)
+                    for b in missing_text(ctx, schema.names, n_rows, f"{p.name}"):
+                        for q in b.quarantine:
+                            q["position"] += start
+                        yield b
+                    position += n_rows
+                    continue
+                for b in table_batches(ctx, batches, start, extra):
+                    position += len(b) + len(b.quarantine)
+                    yield b
+            except (pa.ArrowInvalid, OSError) as e:
+                yield Batch(quarantine=[qrow(ctx.label, position, None,
+                                             f"{p.name}: unreadable from this row on: {e}",
+                                             None)])
