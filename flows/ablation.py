@@ -14,7 +14,6 @@ artifacts.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -24,7 +23,7 @@ from flows.pipeline import new_run_id, run_recipe
 from infra.env import data_root as resolve_data_root
 from tasks import report
 from tasks.catalog import Catalog
-from tasks.compare import compare_many
+from tasks.compare import decide, evaluate_paths, unique_labels
 from tasks.recipe import load_recipe
 
 
@@ -36,10 +35,7 @@ def _ablation_name() -> str:
 
 def model_names(recipe_names: list[str]) -> list[str]:
     """Recipe names, made unique (the same recipe twice is a valid null ablation)."""
-    out: list[str] = []
-    for i, name in enumerate(recipe_names):
-        out.append(name if name not in out else f"{name}#{i}")
-    return out
+    return unique_labels(recipe_names)
 
 
 @flow(name="datamill-ablation", flow_run_name=_ablation_name, log_prints=True)
@@ -59,21 +55,16 @@ def ablation(recipes: list[str], data_root: str | None = None, boot: int = 2000,
         log.info("ablation %s: recipe %s (%s)", ablation_id, name, path)
         runs[name] = run_recipe(path, data_root=str(root), run_id=new_run_id())
     shared = {n: sum(bool(s.get("cached")) for s in r["stages"]) for n, r in runs.items()}
-    evals = {n: [Path(s["output_path"]) for s in r["stages"] if s["stage"] == "evaluate"]
-             for n, r in runs.items()}
+    evals = {n: evaluate_paths(r["stages"]) for n, r in runs.items()}
     missing = [n for n, ps in evals.items() if not ps]
     if missing:
         raise ValueError(f"recipe(s) {missing} ran no evaluate stage")
-    res = compare_many(evals, baseline=names[0], n_boot=boot, min_snr=min_snr)
-    catalog = Catalog(root / "catalog.duckdb")
-    base_run = runs[names[0]]["run_id"]
-    for name in names[1:]:
-        catalog.record_decisions(base_run, runs[name]["run_id"],
-                                 [r for r in res["rows"] if r["model"] == name], ablation_id)
     run_ids = {n: r["run_id"] for n, r in runs.items()}
     title = f"datamill ablation {ablation_id}: baseline {names[0]}"
-    path = report.write_decisions_html(title, run_ids, res["rows"], res["snr"],
-                                       root / "ablations" / ablation_id / "report.html")
+    res = decide(Catalog(root / "catalog.duckdb"), evals, run_ids, title,
+                 root / "ablations" / ablation_id / "report.html", n_boot=boot,
+                 min_snr=min_snr, ablation=ablation_id)
+    path = res["report"]
     create_table_artifact(key="datamill-decisions", table=report.decision_rows(res["rows"]),
                           description=f"Verdicts vs baseline {names[0]}, {ablation_id}")
     create_table_artifact(key="datamill-snr", table=report.snr_table(res["snr"]),

@@ -17,18 +17,6 @@ if TYPE_CHECKING:
     from flows.pipeline import RunContext
 
 
-def _passed_before(ctx: RunContext, stage: str, version: str, suite: str) -> bool:
-    """Stage outputs are content-addressed and immutable: one that passed its contract (with
-    the same limits, which are part of the suite name) needs no second look on a cache hit."""
-    if not ctx.catalog.path.exists():
-        return False
-    with ctx.catalog.connect() as con:
-        row = con.execute(
-            "SELECT count(*), bool_and(success) FROM contracts WHERE stage = ? AND version = ? "
-            "AND suite = ?", [stage, version, suite]).fetchone()
-    return bool(row and row[0] and row[1])
-
-
 @task(name="contracts", cache_policy=NO_CACHE)
 def contract_gate(ctx: RunContext, manifest: dict[str, Any]) -> dict[str, Any] | None:
     """Check one stage output; returns the report's summary, raises ContractError."""
@@ -41,7 +29,9 @@ def contract_gate(ctx: RunContext, manifest: dict[str, Any]) -> dict[str, Any] |
                     cfg.max_text_chars or ctx.recipe.stages.ingest.max_doc_chars)
     suite = "tokens" if stage == "tokenize" else \
         f"documents[{limits.min_text_chars},{limits.max_text_chars}]"
-    if _passed_before(ctx, stage, version, suite):
+    # stage outputs are content-addressed and immutable: one that passed its contract (with
+    # the same limits, which are part of the suite name) needs no second look on a cache hit
+    if ctx.catalog.contract_held(stage, version, suite):
         log.info("%s %s: contract %s held before (cached output)", stage, version, suite)
         return {"stage": stage, "ok": True, "cached": True}
     if stage == "tokenize":

@@ -30,10 +30,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.pipeline import RunContext, evaluate_task, execute, new_run_id
+from flows.pipeline import RunContext, execute, new_run_id
+from flows.runner import run_stage
 from infra.env import data_root as resolve_data_root
 from tasks.catalog import Catalog
 from tasks.recipe import Recipe, load_recipe
+from tasks.stage import Manifest, Upstream
+from tasks.stages.evaluate import Baseline
 
 
 @contextmanager
@@ -103,8 +106,8 @@ def decide(rows: list[dict[str, Any]], metrics: list[str], rule: str) -> tuple[b
     return True, f"{'better' if better else 'not worse'} than the promoted model: {said}"
 
 
-def _manifest(stage_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(stage_dir) / "manifest.json").read_text())
+def _manifest(stage_dir: str | Path) -> Manifest:
+    return Manifest.from_dict(json.loads((Path(stage_dir) / "manifest.json").read_text()))
 
 
 def _promote_step(ctx: RunContext, promoted: dict[str, Any] | None, rule: str,
@@ -130,8 +133,11 @@ def _promote_step(ctx: RunContext, promoted: dict[str, Any] | None, rule: str,
         base_run = ctx.catalog.show(promoted["run_id"])
         base_trains = [_manifest(s["output_path"]) for s in base_run["stages"]
                        if s["stage"] == "train"]
-        base_evals = [ctx.data_root / evaluate_task(ctx, tok, m, ingested, stage="baseline")[
-            "outputs"]["items"] for m in base_trains]
+        up = Upstream()
+        up.add(ingested, docs=True)
+        up.add(tok, docs=False)
+        base_evals = [ctx.data_root / m.output("items")
+                      for m in run_stage(ctx, Baseline(base_trains), up)]
         new_evals = [Path(s["output_path"]) / "items.parquet" for s in stages
                      if s["stage"] == "evaluate"]
         rows = compare([p.parent for p in base_evals], [p.parent for p in new_evals],

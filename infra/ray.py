@@ -68,6 +68,38 @@ def start_actor(num_cpus: float | None = None) -> Any:
         runtime_env={"env_vars": env}).remote()
 
 
+class ShardActor:
+    """One worker of a GPU stage's shard pool: runs ``fn(*args)`` per shard; the model a
+    stage loads stays in this process between shards (per-worker setup)."""
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+
+def map_shards(fn: Callable[..., Any], calls: list[tuple[Any, ...]], cpus: float = 1.0,
+               gpus: float = 1.0) -> list[Any]:
+    """fn(*a) for each tuple on a pool of Ray actors, results in input order: one actor per
+    GPU when the cluster has GPUs (``gpus`` each), else one per ``cpus`` of the cluster."""
+    ray = init()
+    from ray.util import ActorPool
+
+    have = gpus_available()
+    per_gpu = gpus if have >= gpus > 0 else 0.0
+    if per_gpu:
+        n = max(1, int(have // per_gpu))
+    else:
+        n = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus, 1.0)))
+    n = min(n, len(calls))
+    remote = ray.remote(num_cpus=cpus, num_gpus=per_gpu)(ShardActor)
+    actors = [remote.remote() for _ in range(n)]
+    try:
+        pool = ActorPool(actors)
+        return list(pool.map(lambda a, c: a.call.remote(fn, *c), calls))
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
 def _ddp_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker: torch.distributed is set up; call the target like StageActor."""
     StageActor().run(config["target"], **config["kwargs"])

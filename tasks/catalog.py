@@ -166,6 +166,39 @@ class Catalog:
                       c["success"], c["offending"], c["observed"], rows, now()]
                      for c in checks])
 
+    def contract_held(self, stage: str, version: str, suite: str) -> bool:
+        """Whether every check of ``suite`` held each time it ran on this stage output."""
+        if not self.path.exists():
+            return False
+        with self.connect() as con:
+            row = con.execute(
+                "SELECT count(*), bool_and(success) FROM contracts WHERE stage = ? "
+                "AND version = ? AND suite = ?", [stage, version, suite]).fetchone()
+        return bool(row and row[0] and row[1])
+
+    def dedup_parts(self, name: str) -> list[tuple[int, str, str, str, int]]:
+        """The persistent dedup index ``name``'s parts, in the order they were added:
+        (seq, stage_version, upstream, files JSON, docs)."""
+        if not self.path.exists():
+            return []
+        with self.connect() as con:
+            return con.execute("SELECT seq, stage_version, upstream, files, docs FROM "
+                               "dedup_index WHERE name = ? ORDER BY seq", [name]).fetchall()
+
+    def add_dedup_part(self, name: str, stage_version: str, upstream: str, files: str,
+                       docs: int, run_id: str) -> bool:
+        """Register a filter output's kept keys as the index's next part; False if it is in
+        the index already."""
+        with self.connect() as con:
+            if con.execute("SELECT 1 FROM dedup_index WHERE name = ? AND stage_version = ?",
+                           [name, stage_version]).fetchone():
+                return False
+            seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM dedup_index WHERE "
+                              "name = ?", [name]).fetchone()[0]
+            con.execute("INSERT INTO dedup_index VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [name, seq, stage_version, upstream, files, docs, run_id, now()])
+        return True
+
     def record_promotion(self, recipe: str, run_id: str, baseline_run: str | None,
                          promoted: bool, rule: str, reason: str,
                          checkpoints: list[str], stats: list[dict[str, Any]]) -> None:
@@ -225,6 +258,14 @@ class Catalog:
                 "ORDER BY started_at DESC"
             )
             return _dicts(cur)
+
+    def stage_versions(self, run_id: str, stages: list[str]) -> list[tuple[str, str]]:
+        """(stage, version) of the run's stages named in ``stages``, in the order recorded."""
+        marks = ", ".join("?" * len(stages))
+        with self.connect(read_only=True) as con:
+            return con.execute(
+                f"SELECT stage, version FROM stages WHERE run_id = ? AND stage IN ({marks}) "
+                "ORDER BY rowid", [run_id, *stages]).fetchall()
 
     def resolve(self, run: str) -> str:
         if run != "latest":

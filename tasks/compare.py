@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from tasks import report
 from tasks.evalsets import N_CHOICES
 from tasks.stats import aggregate, paired_bootstrap, snr
+
+if TYPE_CHECKING:
+    from tasks.catalog import Catalog
 
 HIGHER_IS_BETTER = {"bpb": False, "acc": True, "acc_norm": True, "acc_centred": True}
 FINAL = "final"  # items.parquet's `checkpoint` for the scored model; others are "step-N"
@@ -148,3 +152,34 @@ def compare(a_paths: list[Path], b_paths: list[Path], n_boot: int = 2000, seed: 
     """a_paths/b_paths: the evaluate stage folders of each side's seeds (one per seed)."""
     out = compare_many({"a": list(a_paths), "b": list(b_paths)}, "a", n_boot, seed, min_snr)
     return [{k: v for k, v in r.items() if k != "model"} for r in out["rows"]]
+
+
+def unique_labels(names: list[str]) -> list[str]:
+    """Names made unique by position (a run or recipe compared with itself is a valid null
+    comparison)."""
+    out: list[str] = []
+    for i, name in enumerate(names):
+        out.append(name if name not in out else f"{name}#{i}")
+    return out
+
+
+def evaluate_paths(stages: list[dict[str, Any]]) -> list[Path]:
+    """A run's evaluate stage folders (one per seed), from its catalog or summary stages."""
+    return [Path(s["output_path"]) for s in stages if s["stage"] == "evaluate"]
+
+
+def decide(catalog: Catalog, models: dict[str, list[Path]], run_ids: dict[str, str],
+           title: str, report_path: Path, n_boot: int = 2000, min_snr: float | None = None,
+           ablation: str | None = None) -> dict[str, Any]:
+    """Compare every model with the first (the baseline), record each one's verdicts against
+    the baseline's run in the catalog's ``decisions`` table, and write the HTML report.
+
+    models: label -> evaluate stage folders; run_ids: label -> run id. Returns compare_many's
+    result plus ``report``, the report's path."""
+    labels = list(models)
+    res = compare_many(models, labels[0], n_boot=n_boot, min_snr=min_snr)
+    for label in labels[1:]:
+        catalog.record_decisions(run_ids[labels[0]], run_ids[label],
+                                 [r for r in res["rows"] if r["model"] == label], ablation)
+    path = report.write_decisions_html(title, run_ids, res["rows"], res["snr"], report_path)
+    return {**res, "report": path}

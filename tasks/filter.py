@@ -1,15 +1,17 @@
-"""The filter stage: score once, decide later (dolma's split), per shard.
+"""The filter stage's per-shard work: score once, decide later (dolma's split).
 
-``score_shard`` adds every filter's score columns and the exact-dedup hash to a shard and
-stores them. ``decide_shard`` applies thresholds to stored scores — so changing a threshold
-never recomputes a score. Exact dedup needs all shards: pass 1 (``dedup_candidates``) returns
-the hashes of docs that pass the rules; the driver picks survivors (``tasks.filters.dedup``);
-pass 2 (``decide_shard``) writes kept and rejected docs, each rejection naming its first rule.
+``score_shard`` adds every document filter's score columns (and the columns corpus rules
+compute once, e.g. dedup hashes, MinHash signatures) to a shard and stores them.
+``corpus_keys`` gathers, per shard, the small keys each corpus rule needs (never texts);
+the rules decide over all shards (``tasks/corpus/``); ``decide_shard`` applies the document
+rules' thresholds and the corpus rules' decisions to stored scores — so changing a threshold
+never recomputes a score — and writes kept and rejected docs, each rejection naming its
+first rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +20,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.filters import dedup, minhash
+from tasks.corpus import get_rule
+from tasks.corpus.base import RuleContext, decision_path, when
 from tasks.filters.base import FilterConfig, get_filter
 from tasks.schema import DOC_COLUMNS, with_reject
 from tasks.store import write_parquet
 
+Rules = Mapping[str, Any]  # corpus rule name (recipe key or import path) -> its Config
 
-def score_table(
-    table: pa.Table, filters: Mapping[str, FilterConfig], exact_dedup: Mapping[str, Any] | None,
-    near_dedup: FilterConfig | None = None, url_dedup: Mapping[str, Any] | None = None,
-) -> pa.Table:
+
+def score_table(table: pa.Table, filters: Mapping[str, FilterConfig],
+                corpus: Rules | None = None) -> pa.Table:
     """The input table plus all score columns, in recipe order. An edit step (a module with
-    ``edit``: ``c4_lines``, ``pii``) replaces ``text``; the steps after it, and the dedup
-    hashes, see the edited text."""
+    ``edit``: ``c4_lines``, ``pii``) replaces ``text``; the steps after it, and the corpus
+    rules' columns (dedup hashes), see the edited text."""
     out = table
     for name, cfg in filters.items():
         module = get_filter(name)
@@ -42,37 +45,25 @@ def score_table(
             scores = module.score(out, cfg)
         for col_name in scores.column_names:
             out = out.append_column(col_name, scores.column(col_name))
-    table = out
-    if exact_dedup is not None:
-        h = dedup.hash_texts(table.column("text").combine_chunks(),
-                             exact_dedup.get("lowercase", True),
-                             exact_dedup.get("collapse_whitespace", True))
-        out = out.append_column(dedup.HASH_COLUMN, h)
-    if near_dedup is not None:
-        mh = minhash.hash_texts(table.column("text"), near_dedup)
-        for name in mh.column_names:
-            out = out.append_column(name, mh.column(name))
-    if url_dedup is not None:
-        urls = (table.column("url") if "url" in table.column_names
-                else pa.nulls(len(table), pa.string()))
-        out = out.append_column(dedup.URL_HASH_COLUMN,
-                                dedup.hash_urls(urls, url_dedup.get("drop_query", False)))
+    edited = out
+    for name, cfg in (corpus or {}).items():
+        score = getattr(get_rule(name), "score", None)
+        if score is not None:
+            cols = score(edited, cfg)
+            for col_name in cols.column_names:
+                out = out.append_column(col_name, cols.column(col_name))
     return out
 
 
-def score_shard(
-    in_path: str, out_path: str, filters: Mapping[str, FilterConfig],
-    exact_dedup: Mapping[str, Any] | None, near_dedup: FilterConfig | None = None,
-    url_dedup: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def score_shard(in_path: str, out_path: str, filters: Mapping[str, FilterConfig],
+                corpus: Rules | None = None) -> dict[str, Any]:
     pf = pq.ParquetFile(in_path)
-    tables = [score_table(pa.Table.from_batches([rb]), filters, exact_dedup, near_dedup, url_dedup)
+    tables = [score_table(pa.Table.from_batches([rb]), filters, corpus)
               for rb in pf.iter_batches(batch_size=5_000)]
     if tables:
         t = pa.concat_tables(tables)
     else:  # an empty shard still gets a (typed) scored file
-        t = score_table(pf.schema_arrow.empty_table(), filters, exact_dedup, near_dedup,
-                        url_dedup)
+        t = score_table(pf.schema_arrow.empty_table(), filters, corpus)
     write_parquet(t, Path(out_path), row_group_rows=pf.metadata.row_group(0).num_rows
                   if pf.metadata.num_row_groups else None)
     return {"docs_in": len(t), "docs_kept": len(t), "docs_rejected": 0,
@@ -98,116 +89,136 @@ def first_failure(
 ) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
     """Per row, the name of the first failing rule ('' if none), and per-rule counts:
     ``alone`` = docs that rule would drop by itself, ``first`` = docs it dropped first."""
-    n = len(scores)
-    reason = np.full(n, "", dtype=object)
+    reason = np.full(len(scores), "", dtype=object)
     counts: dict[str, dict[str, int]] = {}
     for name, cfg in filters.items():
         for rule, fails in get_filter(name).rules(scores, cfg).items():
-            mask = pc.fill_null(fails, False).to_numpy(zero_copy_only=False).astype(bool)
-            newly = mask & (reason == "")
-            reason[newly] = rule
-            counts[rule] = {"alone": int(mask.sum()), "first": int(newly.sum())}
+            _mark(reason, counts, rule,
+                  pc.fill_null(fails, False).to_numpy(zero_copy_only=False).astype(bool))
     return reason, counts
 
 
-def dedup_candidates(
-    scored_path: str, shard: int, filters: Mapping[str, FilterConfig], exact: bool = True,
-    near: bool = False, url: bool = False,
-) -> dict[str, pa.Table]:
-    """Pass 1: for docs that pass every rule, the exact-dedup keys (hash, shard, row), the URL
-    keys (hash, shard, row; docs with a URL only) and the near-dedup keys (shard, row, bands,
-    sig) — small columns, never the texts."""
-    t = _read_scores(scored_path, filters, exact, near, url)
+def _mark(reason: np.ndarray, counts: dict[str, dict[str, int]], rule: str,
+          mask: np.ndarray) -> None:
+    newly = mask & (reason == "")
+    reason[newly] = rule
+    c = counts.setdefault(rule, {"alone": 0, "first": 0})
+    c["alone"] += int(mask.sum())
+    c["first"] += int(newly.sum())
+
+
+def _rule_columns(rule: Any, cfg: Any) -> tuple[str, ...]:
+    cols = getattr(rule, "columns", None)
+    return tuple(cols(cfg)) if cols is not None else tuple(rule.COLUMNS)
+
+
+def _read_scores(path: str, filters: Mapping[str, FilterConfig], extra: Sequence[str]
+                 ) -> pa.Table:
+    names = pq.read_schema(path).names
+    prefixes = tuple(f"{get_filter(n).NAME}_" for n in filters)
+    cols = [c for c in names if c.startswith(prefixes) and c not in DOC_COLUMNS]
+    cols += [c for c in extra if c in names and c not in cols]
+    return pq.read_table(path, columns=[*cols, "lang"] if "lang" not in cols else cols)
+
+
+def corpus_keys(scored_path: str, shard: int, filters: Mapping[str, FilterConfig],
+                corpus: Rules, keys_dirs: Sequence[str], work_dir: str) -> dict[str, int]:
+    """Gather, for each corpus rule, this shard's keys of the rows in play (those passing
+    the document rules, or every row for a rule stated ``before`` them) into
+    ``keys_dirs[i]/part-<shard>.parquet``. Small columns only, never the texts."""
+    rules = [(get_rule(n), c) for n, c in corpus.items()]
+    extra = [c for r, cfg in rules for c in _rule_columns(r, cfg)]
+    t = _read_scores(scored_path, filters, extra)
     reason, _ = first_failure(t, filters)
-    rows = np.flatnonzero(reason == "")
-    out: dict[str, pa.Table] = {}
-    for on, key, col in ((exact, "exact", dedup.HASH_COLUMN),
-                         (url, "url", dedup.URL_HASH_COLUMN)):
-        if on:
-            keys = pa.table({
-                "hash": t.column(col).take(pa.array(rows)),
-                "shard": pa.array(np.full(len(rows), shard, dtype=np.int32)),
-                "row": pa.array(rows.astype(np.int64)),
-            })
-            out[key] = keys.filter(pc.is_valid(keys.column("hash")))
-    if near:
-        out["near"] = minhash.candidates(t, shard, rows)
+    passing = np.flatnonzero(reason == "")
+    every = np.arange(len(t), dtype=np.int64)
+    ctx = RuleContext(n_shards=0, work_dir=Path(work_dir))
+    out = {}
+    for (rule, cfg), d in zip(rules, keys_dirs, strict=True):
+        rows = every if when(rule, cfg) == "before" else passing
+        keys = rule.keys(t, shard, rows, cfg, ctx)
+        write_parquet(keys, decision_path(d, shard))
+        out[rule.NAME] = len(keys)
     return out
 
 
-def _read_scores(path: str, filters: Mapping[str, FilterConfig], exact: bool,
-                 near: bool = False, url: bool = False) -> pa.Table:
-    schema = pq.read_schema(path)
-    prefixes = tuple(f"{name}_" for name in filters)
-    cols = [c for c in schema.names if c.startswith(prefixes) and c not in DOC_COLUMNS]
-    if exact:
-        cols.append(dedup.HASH_COLUMN)
-    if url:
-        cols.append(dedup.URL_HASH_COLUMN)
-    if near:
-        cols += [minhash.BANDS_COLUMN, minhash.SIG_COLUMN]
-    cols.append("lang")
-    return pq.read_table(path, columns=cols)
-
-
-INDEX_COLUMNS = (dedup.HASH_COLUMN, dedup.URL_HASH_COLUMN, minhash.BANDS_COLUMN,
-                 minhash.SIG_COLUMN)
-
-
-def decide_shard(
-    scored_path: str, kept_path: str, rejected_path: str,
-    filters: Mapping[str, FilterConfig],
-    drop_rows: list[int] | Mapping[str, list[int]] | None,
-    near: pa.Table | None = None, index_path: str | None = None,
-) -> dict[str, Any]:
-    """Pass 2: apply thresholds (+ the dedup drop lists) and write kept / rejected docs.
-
-    ``drop_rows``: rule name -> rows the driver's dedup passes drop, applied in that order
-    after the filters' rules (a plain list means ``exact_dedup.duplicate``).
-    ``near``: this shard's rows of ``minhash.clusters`` (row, cluster_shard, cluster_row,
-    cluster_size, dropped); every doc it covers gets its cluster id and size.
-    ``index_path``: also write the kept docs' dedup keys there (a part of the persistent
-    dedup index, tasks/dedup_index.py)."""
+def decide_shard(scored_path: str, kept_path: str, rejected_path: str,
+                 filters: Mapping[str, FilterConfig], corpus: Rules | None = None,
+                 decision_dirs: Sequence[str] = (), shard: int = 0,
+                 index_path: str | None = None) -> dict[str, Any]:
+    """Apply the document rules' thresholds and the corpus rules' decisions (read from
+    ``decision_dirs[i]/part-<shard>.parquet``, one dir per rule in ``corpus`` order) and
+    write kept / rejected docs. Rules stated ``before`` the document rules name their drops
+    first, the others after them, in recipe order. A rule's ``annotate`` adds columns to
+    every document (MinHash: cluster id and size). ``index_path``: also write the kept docs'
+    dedup keys there (a part of the persistent dedup index, tasks/dedup_index.py)."""
     t = pq.read_table(scored_path)
-    keys = t.select([c for c in INDEX_COLUMNS if c in t.column_names])
-    # the signatures served their purpose in the score step's output; don't copy them on
-    t = t.drop_columns([c for c in (minhash.SIG_COLUMN, minhash.BANDS_COLUMN)
-                        if c in t.column_names])
-    reason, counts = first_failure(t, filters)
-    if drop_rows is not None and not isinstance(drop_rows, Mapping):
-        drop_rows = {dedup.RULE: drop_rows}
-    for rule, rows in (drop_rows or {}).items():
-        mask = np.zeros(len(t), dtype=bool)
-        mask[np.asarray(rows, dtype=np.int64)] = True
-        newly = mask & (reason == "")
-        reason[newly] = rule
-        counts[rule] = {"alone": int(mask.sum()), "first": int(newly.sum())}
-    if near is not None:
-        rows = near.column("row").to_numpy()
-        cluster = np.full(len(t), None, dtype=object)
-        size = np.zeros(len(t), dtype=np.int64)
-        cluster[rows] = [f"{s}:{r}" for s, r in zip(near.column("cluster_shard").to_pylist(),
-                                                     near.column("cluster_row").to_pylist(),
-                                                     strict=True)]
-        size[rows] = near.column("cluster_size").to_numpy()
-        mask = np.zeros(len(t), dtype=bool)
-        mask[rows] = near.column("dropped").to_numpy(zero_copy_only=False)
-        newly = mask & (reason == "")
-        reason[newly] = minhash.RULE
-        counts[minhash.RULE] = {"alone": int(mask.sum()), "first": int(newly.sum())}
-        t = t.append_column("near_dedup_cluster", pa.array(cluster.tolist(), pa.string()))
-        t = t.append_column("near_dedup_cluster_size",
-                            pa.array(np.where(size > 0, size, None).tolist(), pa.int64()))
+    rules = [(get_rule(n), c) for n, c in (corpus or {}).items()]
+    index_cols = [c for r, _ in rules for c in getattr(r, "INDEX_COLUMNS", ())]
+    keys = t.select([c for c in index_cols if c in t.column_names])
+    # columns that served their purpose in the corpus step (MinHash signatures)
+    transient = {c for r, _ in rules for c in getattr(r, "TRANSIENT_COLUMNS", ())}
+    t = t.drop_columns([c for c in t.column_names if c in transient])
+    doc_reason, counts = first_failure(t, filters)
+    mods = [r for r, _ in rules]
+    phases = [when(r, c) for r, c in rules]
+    decisions = []
+    for d in decision_dirs:
+        p = decision_path(d, shard)
+        decisions.append(pq.read_table(p) if p.is_file() else None)
+    reason = np.full(len(t), "", dtype=object)
+    for phase in ("before", "doc", "after"):
+        if phase == "doc":
+            has = doc_reason != ""
+            reason[has & (reason == "")] = doc_reason[has & (reason == "")]
+            continue
+        for rule_when, dec in zip(phases, decisions, strict=True):
+            if rule_when != phase or dec is None:
+                continue
+            rows = dec.column("row").to_numpy()
+            names = np.asarray(dec.column("rule").to_pylist(), dtype=object)
+            for name in sorted({n for n in names if n is not None}):
+                mask = np.zeros(len(t), dtype=bool)
+                mask[rows[names == name]] = True
+                _mark(reason, counts, name, mask)
+    if "before" in phases:  # document rules' "first" counts, again
+        for rule_name in {r for r in doc_reason if r}:
+            counts[rule_name]["first"] = int((reason == rule_name).sum())
+    for rule, dec in zip(mods, decisions, strict=True):
+        annotate = getattr(rule, "annotate", None)
+        if annotate is not None:
+            for col, arr in annotate(t, shard, dec, np.flatnonzero(doc_reason == "")).items():
+                t = t.append_column(col, arr)
     keep = reason == ""
     write_parquet(t.filter(pa.array(keep)), Path(kept_path))
     if index_path is not None:
         write_parquet(keys.filter(pa.array(keep)), Path(index_path))
-    rej = t.filter(pa.array(~keep))
-    rej = with_reject(rej, "filter", pa.array(reason[~keep].tolist(), pa.string()))
+    rej = with_reject(t.filter(pa.array(~keep)), "filter",
+                      pa.array(reason[~keep].tolist(), pa.string()))
     write_parquet(rej, Path(rejected_path))
-    return {
-        "docs_in": len(t),
-        "docs_kept": int(keep.sum()),
-        "docs_rejected": int((~keep).sum()),
-        "rejections": counts,
-    }
+    return {"docs_in": len(t), "docs_kept": int(keep.sum()),
+            "docs_rejected": int((~keep).sum()), "rejections": counts}
+
+
+def filter_local(scored: Sequence[str], out_dir: str, filters: Mapping[str, FilterConfig],
+                 corpus: Rules | None = None, index_parts: list[dict[str, Any]] | None = None
+                 ) -> list[dict[str, Any]]:
+    """The whole decision (keys -> corpus rules -> per-shard decide) in this process, for a
+    unit test or a notebook; the filter stage runs the same functions on Dask. Writes
+    ``out_dir/{kept,rejected}/part-<shard>.parquet``; returns each shard's stats."""
+    corpus = dict(corpus or {})
+    base = Path(out_dir) / "corpus"
+    names = list(corpus)
+    keys_dirs = [str(base / f"{i}" / "keys") for i in range(len(names))]
+    dec_dirs = [str(base / f"{i}" / "decisions") for i in range(len(names))]
+    for i, p in enumerate(scored):
+        corpus_keys(p, i, filters, corpus, keys_dirs, str(base / "work"))
+    for i, name in enumerate(names):
+        ctx = RuleContext(n_shards=len(scored), work_dir=base / f"{i}" / "work",
+                          index_parts=list(index_parts or []))
+        Path(dec_dirs[i]).mkdir(parents=True, exist_ok=True)
+        get_rule(name).decide([str(decision_path(keys_dirs[i], s)) for s in range(len(scored))],
+                              Path(dec_dirs[i]), corpus[name], ctx)
+    return [decide_shard(p, str(Path(out_dir) / "kept" / f"part-{i:05d}.parquet"),
+                         str(Path(out_dir) / "rejected" / f"part-{i:05d}.parquet"), filters,
+                         corpus, dec_dirs, i) for i, p in enumerate(scored)]

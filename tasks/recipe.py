@@ -7,7 +7,7 @@ only say *where* things run. Unknown keys and bad values are errors that name th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -16,14 +16,36 @@ from pydantic import (
     Field,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from tasks.corpus import get_rule
+from tasks.corpus.base import CorpusRuleConfig
+from tasks.corpus.exact import Config as ExactDedupConfig
+from tasks.corpus.url import Config as UrlDedupConfig
 from tasks.filters.base import FilterConfig, get_filter
 from tasks.filters.minhash import Config as MinHashConfig
+from tasks.identity import BY_CONTENT, OPERATIONAL, ByContent
 
-STAGES = ["ingest", "rewrite", "filter", "tokenize", "train", "evaluate"]
+
+def _prompt_digest(prompt: str) -> str:
+    from tasks.prompts import load_prompt
+
+    try:
+        return load_prompt(prompt).digest()
+    except ValueError:  # only LLM backends read the prompt (and validate it)
+        return f"unread:{prompt}"
+
+
+BY_PROMPT = ByContent(_prompt_digest)  # a built-in prompt's text or a prompt file's content
+
+# LLM client settings: where and how fast, never the version (pydantic merges the Field)
+OpText = Annotated[str | None, OPERATIONAL]
+OpCount = Annotated[int, OPERATIONAL, Field(ge=1)]
+OpSeconds = Annotated[float, OPERATIONAL, Field(gt=0)]
+OpPrice = Annotated[float, OPERATIONAL, Field(ge=0)]
 
 
 class Strict(BaseModel):
@@ -31,7 +53,9 @@ class Strict(BaseModel):
 
 
 class InputConfig(Strict):
-    paths: list[str] = Field(min_length=1, description="globs of input files")
+    # the files themselves version ingest (by fingerprint), not the globs naming them
+    paths: Annotated[list[str], OPERATIONAL] = Field(min_length=1,
+                                                     description="globs of input files")
     format: Literal["auto", "jsonl", "parquet", "warc", "wet", "html", "text", "hf"] = Field(
         "auto", description="auto: by extension (.jsonl/.json/.ndjson [.gz/.zst], .parquet, "
         ".warc[.gz], .warc.wet.gz, .arrow) or, for a folder, hf (has dataset_info.json or "
@@ -94,51 +118,53 @@ class RewriteConfig(Strict):
         description="noise: static kinds and the dynamic entity_swap")
     seed: int = Field(0, description="noise: which documents, which errors")
     # --- LLM backends ---
-    prompt: str = Field("wrap_wikipedia", description="LLM: a built-in prompt (wrap_easy, "
-                        "wrap_wikipedia, wrap_hard, wrap_qa, nemotron_wikipedia, "
-                        "nemotron_diverse_qa, nemotron_distill, nemotron_extract_knowledge, "
-                        "nemotron_knowledge_list, rewire, nemotron_math_clean) or a prompt file")
+    prompt: Annotated[str, BY_PROMPT] = Field(
+        "wrap_wikipedia", description="LLM: a built-in prompt (wrap_easy, "
+        "wrap_wikipedia, wrap_hard, wrap_qa, nemotron_wikipedia, "
+        "nemotron_diverse_qa, nemotron_distill, nemotron_extract_knowledge, "
+        "nemotron_knowledge_list, rewire, nemotron_math_clean) or a prompt file")
     select: Literal["all", "rejected"] = Field(
         "all", description="LLM: rewrite all documents here, or (REWIRE) recycle the "
         "documents the filter rejects, after the filter: rewrites that pass its rules join "
         "the kept documents")
     recycle_rules: list[str] | None = Field(
         None, description="select=rejected: reject reasons (or filter names) to recycle; "
-        "null = every rule except dedup")
+        "null = every rule except the built-in corpus rules (dedup, top_k)")
     sample_fraction: float = Field(1.0, ge=0, le=1, description="LLM: a random share of the "
                                    "selected documents, by a hash of (sample_seed, id)")
     sample_seed: int = Field(0, description="LLM: which documents sample_fraction picks")
     chunk_tokens: int | None = Field(None, ge=16, description="LLM: token budget per request "
                                      "(estimated); null = the prompt's (WRAP 300)")
-    base_url: str | None = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1")
+    base_url: OpText = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1")
     api: Literal["chat", "completions"] = Field("chat", description="LLM: /v1/chat/completions "
                                                 "or /v1/completions")
     model: str | None = Field(None, description="openai: served model name; local: a path or "
                               "Hugging Face id; embedded: ignored")
-    api_key_env: str | None = Field(None, description="openai: environment variable holding "
-                                    "the API key (the key itself never goes in a recipe)")
-    api_key_secret: str | None = Field(None, description="openai: name of a Prefect Secret "
-                                       "block holding the API key")
+    api_key_env: OpText = Field(None, description="openai: environment variable holding the "
+                                "API key (the key itself never goes in a recipe)")
+    api_key_secret: OpText = Field(None, description="openai: name of a Prefect Secret block "
+                                   "holding the API key")
     temperature: float = Field(0.7, ge=0, le=2, description="LLM sampling")
     top_p: float = Field(0.9, gt=0, le=1, description="LLM sampling")
     max_tokens: int = Field(1024, ge=1, description="LLM: max generated tokens per request")
     sampling_seed: int | None = Field(None, description="LLM: sampling seed sent to the server")
     stop: list[str] = Field(default_factory=list, description="LLM: stop strings")
-    max_concurrency: int = Field(8, ge=1, le=1024, description="openai/embedded: requests in "
-                                 "flight")
-    timeout_s: float = Field(600.0, gt=0, description="openai: read timeout per request")
-    max_retries: int = Field(8, ge=0, description="openai: retries of one request while the "
-                             "server answers others (outages wait on the breaker instead)")
-    backoff_base_s: float = Field(0.5, gt=0, description="openai: first retry waits up to this")
-    backoff_cap_s: float = Field(30.0, gt=0, description="openai: longest retry wait")
-    breaker_threshold: int = Field(5, ge=1, description="openai: consecutive failures that "
-                                   "open the circuit breaker (pause all requests)")
-    breaker_cooldown_s: float = Field(2.0, gt=0, description="openai: pause before a probe "
-                                      "request; doubles while the probe fails (max 60 s)")
-    max_outage_s: float = Field(3600.0, gt=0, description="openai: an outage longer than "
-                                "this fails the stage (a re-run resumes from the cache)")
-    local_actors: int = Field(1, ge=1, description="local: model actors (one GPU each)")
-    local_batch_size: int = Field(8, ge=1, description="local: requests per generate call")
+    max_concurrency: OpCount = Field(8, le=1024, description="openai/embedded: requests in "
+                                     "flight")
+    timeout_s: OpSeconds = Field(600.0, description="openai: read timeout per request")
+    max_retries: Annotated[int, OPERATIONAL] = Field(
+        8, ge=0, description="openai: retries of one request while the server answers others "
+        "(outages wait on the breaker instead)")
+    backoff_base_s: OpSeconds = Field(0.5, description="openai: first retry waits up to this")
+    backoff_cap_s: OpSeconds = Field(30.0, description="openai: longest retry wait")
+    breaker_threshold: OpCount = Field(5, description="openai: consecutive failures that open "
+                                       "the circuit breaker (pause all requests)")
+    breaker_cooldown_s: OpSeconds = Field(2.0, description="openai: pause before a probe "
+                                          "request; doubles while the probe fails (max 60 s)")
+    max_outage_s: OpSeconds = Field(3600.0, description="openai: an outage longer than this "
+                                    "fails the stage (a re-run resumes from the cache)")
+    local_actors: OpCount = Field(1, description="local: model actors (one GPU each)")
+    local_batch_size: OpCount = Field(8, description="local: requests per generate call")
     local_engine: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="local: vLLM when installed, else transformers")
     mix_ratio: float | None = Field(1.0, ge=0, description="LLM: at least this many real "
@@ -149,10 +175,10 @@ class RewriteConfig(Strict):
     quality_score: str = Field("gopher_quality.alpha_words_frac", description="post-filter: "
                                "<filter>.<stat>, a registry filter's score column; higher is "
                                "better")
-    price_per_m_input: float = Field(0.0, ge=0, description="LLM: price per million prompt "
-                                     "tokens, for the cost estimate")
-    price_per_m_output: float = Field(0.0, ge=0, description="LLM: price per million "
-                                      "generated tokens")
+    price_per_m_input: OpPrice = Field(0.0, description="LLM: price per million prompt tokens, "
+                                       "for the cost estimate")
+    price_per_m_output: OpPrice = Field(0.0, description="LLM: price per million generated "
+                                        "tokens")
 
     @property
     def is_llm(self) -> bool:
@@ -169,16 +195,6 @@ class RewriteConfig(Strict):
 
             load_prompt(self.prompt)  # an unknown name or a bad file is a recipe error
         return self
-
-
-class ExactDedupConfig(Strict):
-    lowercase: bool = Field(True, description="hash lowercased text")
-    collapse_whitespace: bool = Field(True, description="hash text with whitespace runs as one")
-
-
-class UrlDedupConfig(Strict):
-    drop_query: bool = Field(False, description="treat URLs differing only in their query "
-                             "string as one (tracking parameters are always ignored)")
 
 
 class FilterStageConfig(Strict):
@@ -198,26 +214,41 @@ class FilterStageConfig(Strict):
         description="name of a persistent dedup index shared across runs: documents "
         "already kept by an earlier run into it are dropped (*.seen_before), and this run's "
         "kept documents are added (docs/filters.md); null = dedup within the run only")
+    corpus: dict[str, SerializeAsAny[CorpusRuleConfig]] = Field(
+        default_factory=dict, description="more corpus rules, applied after the dedup rules in "
+        "this order: a registered name (top_k) or an import path package.module[:attr] -> "
+        "parameters (docs/architecture.md)")
 
-    @field_validator("filters", mode="before")
+    @field_validator("filters", "corpus", mode="before")
     @classmethod
-    def _build_filters(cls, v: Any) -> dict[str, FilterConfig]:
+    def _build_entries(cls, v: Any, info: ValidationInfo) -> dict[str, Any]:
+        what, get, base = (("filter", get_filter, FilterConfig) if info.field_name == "filters"
+                           else ("corpus rule", get_rule, CorpusRuleConfig))
         if not isinstance(v, dict):
-            raise ValueError("expected a mapping of filter name -> parameters")
-        out: dict[str, FilterConfig] = {}
-        for name, params in v.items():
-            try:
-                module = get_filter(name)
-            except KeyError as e:
-                raise ValueError(str(e.args[0])) from None
-            if isinstance(params, FilterConfig):
-                out[name] = params
-            else:
-                try:
-                    out[name] = module.Config(**(params or {}))
-                except ValidationError as e:
-                    raise ValueError(f"{name}: {_short(e)}") from None
-        return out
+            raise ValueError(f"expected a mapping of {what} name -> parameters")
+        return {name: _build(get, name, params, base) for name, params in v.items()}
+
+    def corpus_rules(self) -> dict[str, Any]:
+        """Every corpus rule in decision order: exact, URL, MinHash dedup, then ``corpus``."""
+        out: dict[str, Any] = {}
+        for name in ("exact_dedup", "url_dedup", "minhash_dedup"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return {**out, **self.corpus}
+
+
+def _build(get: Any, name: str, params: Any, base: type[BaseModel]) -> Any:
+    """A filter's or corpus rule's Config from its recipe entry; errors name the entry."""
+    try:
+        module = get(name)
+    except KeyError as e:
+        raise ValueError(str(e.args[0])) from None
+    if isinstance(params, base):
+        return params
+    try:
+        return module.Config(**(params or {}))
+    except ValidationError as e:
+        raise ValueError(f"{name}: {_short(e)}") from None
 
 
 class TokenizeConfig(Strict):
@@ -226,7 +257,7 @@ class TokenizeConfig(Strict):
     seq_len: int = Field(512, ge=8, description="tokens per packed training row")
     heldout_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="by hash of the doc id")
     tokenizer_train_bytes: int = Field(64 * 2**20, gt=0, description="text used to train BPE")
-    tokenizer: str | None = Field(
+    tokenizer: Annotated[str | None, BY_CONTENT] = Field(
         None, description="path of a tokenizer.json (it needs the end-of-text token) to use "
         "instead of training one; with train.init_from the init run's tokenizer is used")
 
@@ -257,6 +288,36 @@ def _train_config_cls() -> type[BaseModel]:
     return TrainConfig
 
 
+class ExtraStage(Strict):
+    """A stage of your own (docs/adding-a-stage.md): a ``tasks.stage.Stage`` subclass by import
+    path, run after a named stage; ``with`` holds its parameters (its ``Config`` model)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    use: str = Field(description="package.module:Class of a Stage subclass")
+    after: str = Field(description="the stage it runs after, e.g. filter")
+    params: dict[str, Any] = Field(default_factory=dict, alias="with",
+                                   description="its parameters, validated by its Config")
+
+    @model_validator(mode="after")
+    def _loads(self) -> ExtraStage:
+        self.build()  # an unknown class or a bad parameter is a recipe error
+        return self
+
+    def build(self) -> Any:
+        from tasks.stage import Stage, load_object
+
+        cls = load_object(self.use)
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise ValueError(f"{self.use} is not a tasks.stage.Stage subclass")
+        config = getattr(cls, "Config", None)
+        if config is None:
+            return cls(self.params or None)
+        try:
+            return cls(config(**self.params))
+        except ValidationError as e:
+            raise ValueError(f"{self.use}: {_short(e)}") from None
+
+
 class StagesConfig(Strict):
     """The stages in order; ``rewrite: null`` turns rewriting off."""
 
@@ -266,6 +327,8 @@ class StagesConfig(Strict):
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
     train: dict[str, Any] = Field(default_factory=dict)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    extra: list[ExtraStage] = Field(default_factory=list, description="stages of your own, "
+                                    "each after a named stage (docs/adding-a-stage.md)")
 
     @field_validator("train", mode="after")
     @classmethod
@@ -363,67 +426,11 @@ def parse_recipe(raw: Any, where: str = "recipe") -> Recipe:
         raise RecipeError(f"{where}: {_short(e)}") from None
 
 
-# ----------------------------------------------------------------------------- reference
-def _doc_models() -> list[tuple[str, type[BaseModel]]]:
-    from tasks.filters.base import REGISTRY
-
-    models: list[tuple[str, type[BaseModel]]] = [
-        ("recipe", Recipe), ("input", InputConfig), ("stages", StagesConfig),
-        ("stages.ingest", IngestConfig), ("stages.rewrite", RewriteConfig),
-        ("stages.filter", FilterStageConfig), ("stages.filter.exact_dedup", ExactDedupConfig),
-        ("stages.filter.minhash_dedup", MinHashConfig),
-        ("stages.filter.url_dedup", UrlDedupConfig),
-    ]
-    models += [(f"stages.filter.filters.{n}", get_filter(n).Config) for n in REGISTRY]
-    models += [("stages.tokenize", TokenizeConfig), ("stages.train", _train_config_cls()),
-               ("stages.evaluate", EvaluateConfig), ("contracts", ContractsConfig),
-               ("refresh", RefreshConfig)]
-    return models
-
-
-def _type_name(t: Any) -> str:
-    import types
-    import typing
-
-    origin, args = typing.get_origin(t), typing.get_args(t)
-    if origin is typing.Literal:
-        return " | ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
-    if origin is not None:
-        inner = ", ".join(_type_name(a) for a in args)
-        name = getattr(origin, "__name__", str(origin))
-        return f"{name}[{inner}]" if inner else name
-    if t is type(None):
-        return "null"
-    return getattr(t, "__name__", str(t))
-
-
 def reference_markdown() -> str:
-    """The recipe reference (docs/recipes.md), generated from the pydantic models so the two
-    cannot drift apart: a test compares them."""
-    out = ["# Recipe reference", "",
-           "Generated from the pydantic models by `python -m tasks.recipe > docs/recipes.md`;",
-           "a test fails when this page and the models disagree. Unknown keys are errors.", ""]
-    for where, model in _doc_models():
-        out += [f"## `{where}`", ""]
-        doc = model.__dict__.get("__doc__")
-        if doc:
-            out += [doc.strip().splitlines()[0], ""]
-        out += ["| key | type | default | meaning |", "|---|---|---|---|"]
-        for name, f in model.model_fields.items():
-            ann = _type_name(f.annotation).replace("|", "\\|")
-            if f.is_required():
-                default = "**required**"
-            else:
-                value = f.get_default(call_default_factory=True)
-                if isinstance(value, BaseModel):
-                    value = value.model_dump()
-                default = f"`{value!r}`".replace("|", "\\|") if len(repr(value)) < 60 \
-                    else "see below"
-            out.append(f"| `{name}` | `{ann}` | {default} | {f.description or ''} |")
-        out.append("")
-    return "\n".join(out)
+    """The recipe reference (docs/recipes.md), generated from the models (tasks/recipe_doc.py)."""
+    from tasks.recipe_doc import reference_markdown as ref
+
+    return ref()
 
 
 if __name__ == "__main__":

@@ -99,7 +99,9 @@ LLM_BACKENDS = ("openai", "local", "embedded")
 PROVENANCE = [pa.field("rewritten_from", pa.string()), pa.field("prompt", pa.string()),
               pa.field("model", pa.string()), pa.field("backend", pa.string()),
               pa.field("tokens_in", pa.int64()), pa.field("tokens_out", pa.int64())]
-DEDUP_RULE_PREFIXES = ("exact_dedup.", "minhash_dedup.")
+# the built-in corpus rules: a duplicate is not improved by rewriting, nor is a rank cut a
+# quality verdict
+CORPUS_RULE_PREFIXES = ("exact_dedup.", "url_dedup.", "minhash_dedup.", "top_k.")
 
 
 def _unit_hash(seed: int, doc_id: str) -> float:
@@ -112,7 +114,7 @@ def select_mask(ids: list[str], reasons: list[str | None] | None, cfg: dict[str,
                 ) -> list[bool]:
     """Which documents get a rewrite attempt. ``reasons`` (a filter's reject_reason per doc)
     only in recycle mode: documents rejected by the named rules (default: every rule except
-    dedup: a duplicate is not improved by rewriting). Then a random fraction, by a hash of
+    the built-in corpus rules': dedup and top_k). Then a random fraction, by a hash of
     (seed, id): the same documents on every run and on any number of workers."""
     if reasons is None:
         mask = [True] * len(ids)
@@ -122,7 +124,7 @@ def select_mask(ids: list[str], reasons: list[str | None] | None, cfg: dict[str,
         for r in reasons:
             r = r or ""
             if rules is None:
-                mask.append(bool(r) and not r.startswith(DEDUP_RULE_PREFIXES))
+                mask.append(bool(r) and not r.startswith(CORPUS_RULE_PREFIXES))
             else:
                 mask.append(any(r == x or r.startswith(x.rstrip(".") + ".") for x in rules))
     frac = float(cfg.get("sample_fraction", 1.0))

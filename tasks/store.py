@@ -22,27 +22,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-# Bump a stage's number when its code changes what it writes, so old outputs are not reused.
-CODE_VERSIONS = {
-    "ingest": 3,  # 2: normalisation, language id, more formats; 3: repeated ids rejected
-    "rewrite": 1,
-    "recycle": 1,  # REWIRE: rewrites of the filter's rejects, after the filter
-    "score": 1,
-    "filter": 1,
-    "tokenize": 3,  # 2: held-out docs keep their lang; 3: rows packed per source, indexed
-    "train": 2,  # 2: checkpoint/datamill.json (its data, for init_from), summary.json
-    "evaluate": 2,  # 2: multiple-choice tasks, per-item scores
-    "baseline": 2,  # a refresh's promoted model evaluated on its data (same code as evaluate)
-}
 
+def version_of(stage: str, config: Any, inputs: Iterable[str], code: int | None = None) -> str:
+    """The content address of a stage execution: its name, code version (the stage class's
+    ``code_version``), versioned config (tasks/identity.py) and input versions."""
+    if code is None:
+        from tasks.stages import code_version
 
-def version_of(stage: str, config: Any, inputs: Iterable[str]) -> str:
-    payload = {
-        "stage": stage,
-        "code": CODE_VERSIONS[stage],
-        "config": config,
-        "inputs": list(inputs),
-    }
+        code = code_version(stage)
+    payload = {"stage": stage, "code": code, "config": config, "inputs": list(inputs)}
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -92,6 +80,10 @@ class StageDir:
         """Path relative to the data root, as stored in manifests (the root can move)."""
         return str(Path(p).resolve().relative_to(self.data_root.resolve()))
 
+    def part(self, kind: str, key: str) -> str:
+        """Where shard ``key`` of output ``kind`` (kept, rejected, scored, ...) goes."""
+        return str(self.path / kind / f"part-{key}.parquet")
+
     # per-shard markers: the shard's stats, written after its files are in place
     def shard_marker(self, key: str) -> Path:
         return self.path / "_shards" / f"{key}.json"
@@ -112,6 +104,11 @@ class StageDir:
         }
         atomic_write_json(self.manifest_path, manifest)
         return manifest
+
+
+def shard_key(path: str) -> str:
+    """``.../part-00003.parquet`` -> ``00003``: a shard keeps its key through the stages."""
+    return Path(path).name.removeprefix("part-").removesuffix(".parquet")
 
 
 def merge_counts(stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -138,10 +135,8 @@ def run_marked(marker: str, fn: Any, *args: Any) -> dict[str, Any]:
     return stats
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Content hash of a file, streamed (never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, streamed (the one helper: tasks.identity.file_digest)."""
+    from tasks.identity import file_digest
+
+    return file_digest(path)

@@ -60,27 +60,22 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import ClassVar
+from typing import Annotated
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
 from tasks.filters import text as tx
-from tasks.filters.base import FilterConfig
+from tasks.filters.base import FilterConfig, score_schema
+from tasks.identity import SCORED
 
 NAME = "c4_quality"
 SCORE_VERSION = 3  # 3: lorem ipsum / { looked for in surviving lines, as C4 does
 
-SCORE_SCHEMA = pa.schema(
-    [
-        pa.field(f"{NAME}_n_sentences", pa.int32()),
-        pa.field(f"{NAME}_lorem_ipsum", pa.bool_()),
-        pa.field(f"{NAME}_curly_bracket", pa.bool_()),
-        pa.field(f"{NAME}_lines_flagged", pa.int32()),
-        pa.field(f"{NAME}_lines_total", pa.int32()),
-    ]
-)
+SCORE_SCHEMA = score_schema(NAME, n_sentences=pa.int32(), lorem_ipsum=pa.bool_(),
+                            curly_bracket=pa.bool_(), lines_flagged=pa.int32(),
+                            lines_total=pa.int32())
 
 POLICY_SUBSTRINGS: tuple[str, ...] = (
     "terms of use",
@@ -96,48 +91,36 @@ _SPACED_ENDS = "".join(c for c in tx.SENTENCE_END + "…" if c not in "。！？
 _CJK_ENDS = "。！？．｡"
 
 
-LINE_RULE_FIELDS: frozenset[str] = frozenset(
-    {
-        "remove_citations",
-        "filter_no_terminal_punct",
-        "min_words_per_line",
-        "max_word_length",
-        "filter_javascript",
-        "filter_policy",
-        "policy_substrings",
-        "terminal_punct",
-        "no_space_langs",
-    }
-)
 
 
 class LineRules(FilterConfig):
     """C4's line rules (shared by this filter's scores and the ``c4_lines`` edit step)."""
 
-    remove_citations: bool = Field(
+    remove_citations: Annotated[bool, SCORED] = Field(
         True, description="ignore [1], [edit], [citation needed] at line ends (score)"
     )
-    filter_no_terminal_punct: bool = Field(
+    filter_no_terminal_punct: Annotated[bool, SCORED] = Field(
         True, description="flag lines not ending in terminal punctuation, or in an ellipsis (score)"
     )
-    min_words_per_line: int = Field(
+    min_words_per_line: Annotated[int, SCORED] = Field(
         3, ge=0, description="flag lines with fewer whitespace tokens; 0 = off (score)"
     )
-    max_word_length: int | None = Field(
+    max_word_length: Annotated[int | None, SCORED] = Field(
         1000, ge=1, description="flag lines with a longer token; null = off (score)"
     )
-    filter_javascript: bool = Field(True, description='flag lines mentioning "javascript" (score)')
-    filter_policy: bool = Field(
+    filter_javascript: Annotated[bool, SCORED] = Field(
+        True, description='flag lines mentioning "javascript" (score)')
+    filter_policy: Annotated[bool, SCORED] = Field(
         True, description="flag lines containing a policy_substrings phrase (score)"
     )
-    policy_substrings: list[str] = Field(
+    policy_substrings: Annotated[list[str], SCORED] = Field(
         default_factory=lambda: list(POLICY_SUBSTRINGS),
         description="cookie / privacy / terms-of-use phrases, matched lowercased (score)",
     )
-    terminal_punct: str = Field(
+    terminal_punct: Annotated[str, SCORED] = Field(
         tx.TERMINAL_PUNCT, min_length=1, description="characters that end a line (score)"
     )
-    no_space_langs: list[str] = Field(
+    no_space_langs: Annotated[list[str], SCORED] = Field(
         default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS),
         description="languages written without spaces: the two word rules are off (score)",
     )
@@ -146,7 +129,6 @@ class LineRules(FilterConfig):
 class Config(LineRules):
     """C4's published rules and defaults, document-level (the ``c4_lines`` step edits)."""
 
-    SCORE_FIELDS: ClassVar[frozenset[str]] = LINE_RULE_FIELDS
 
     # document rules (thresholds)
     min_sentences: int = Field(

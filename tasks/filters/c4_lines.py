@@ -12,28 +12,23 @@ Rule: ``c4_lines.all_removed`` — the edit left no text (every line removed, or
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
 from tasks.filters import text as tx
-from tasks.filters.base import FilterConfig
-from tasks.filters.c4 import LINE_RULE_FIELDS, LineJudge, LineRules
+from tasks.filters.base import FilterConfig, score_schema
+from tasks.filters.c4 import LineJudge, LineRules
 
 NAME = "c4_lines"
 SCORE_VERSION = 1
 
-SCORE_SCHEMA = pa.schema(
-    [pa.field(f"{NAME}_removed", pa.int32()), pa.field(f"{NAME}_total", pa.int32())]
-)
+SCORE_SCHEMA = score_schema(NAME, removed=pa.int32(), total=pa.int32())
 
 
 class Config(LineRules):
     """C4's line rules; they change the text, so every one is a score parameter."""
 
-    SCORE_FIELDS: ClassVar[frozenset[str]] = LINE_RULE_FIELDS
 
     reject_empty: bool = Field(True, description="reject docs the edit leaves without text")
 

@@ -46,33 +46,26 @@ duplicate-character threshold; datatrove's code (and FineWeb) uses 0.01, the def
 from __future__ import annotations
 
 from itertools import repeat
-from typing import ClassVar
+from typing import Annotated
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
 from tasks.filters import text as tx
-from tasks.filters.base import FilterConfig
+from tasks.filters.base import FilterConfig, score_schema
+from tasks.identity import SCORED
 
 NAME = "fineweb_quality"
 SCORE_VERSION = 1
 
-STATS: tuple[str, ...] = (
-    "line_punct_ratio",
-    "short_line_ratio",
-    "char_dup_ratio",
-    "new_line_ratio",
-)
-SCORE_SCHEMA = pa.schema([pa.field(f"{NAME}_{s}", pa.float32()) for s in STATS])
+STATS: tuple[str, ...] = ("line_punct_ratio", "short_line_ratio", "char_dup_ratio",
+                          "new_line_ratio")
+SCORE_SCHEMA = score_schema(NAME, **dict.fromkeys(STATS, pa.float32()))
 
 
 class Config(FilterConfig):
     """FineWeb's published thresholds (Penedo et al. 2024) with datatrove's comparisons."""
-
-    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"terminal_punct", "short_line_length", "no_space_langs"}
-    )
 
     min_line_punct_ratio: float = Field(
         0.12, ge=0, description="reject when lines ending in terminal punctuation / lines <= this"
@@ -90,13 +83,13 @@ class Config(FilterConfig):
         0.3, ge=0, description="reject when line breaks / words > this"
     )
 
-    short_line_length: int = Field(
+    short_line_length: Annotated[int, SCORED] = Field(
         30, ge=0, description="a line of at most this many characters is short (score)"
     )
-    terminal_punct: str = Field(
+    terminal_punct: Annotated[str, SCORED] = Field(
         tx.TERMINAL_PUNCT + "…", min_length=1, description="characters that end a line (score)"
     )
-    no_space_langs: list[str] = Field(
+    no_space_langs: Annotated[list[str], SCORED] = Field(
         default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS),
         description="languages written without spaces: new_line_ratio null (score)",
     )

@@ -48,14 +48,15 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
 from tasks.filters import text as textlib
-from tasks.filters.base import FilterConfig
+from tasks.filters.base import FilterConfig, score_schema
+from tasks.identity import SCORED
 
 NAME = "gopher_quality"
 SCORE_VERSION = 2  # 2: stop_words counts distinct stop words
@@ -63,24 +64,15 @@ SCORE_VERSION = 2  # 2: stop_words counts distinct stop words
 BULLETS: tuple[str, ...] = ("•", "‣", "●", "○", "▪", "-", "*", "–", "—")
 ELLIPSES: tuple[str, ...] = ("...", "…")
 
-SCORE_SCHEMA = pa.schema(
-    [
-        pa.field(f"{NAME}_n_words", pa.int32()),
-        pa.field(f"{NAME}_mean_word_length", pa.float32()),
-        pa.field(f"{NAME}_hash_word_ratio", pa.float32()),
-        pa.field(f"{NAME}_ellipsis_word_ratio", pa.float32()),
-        pa.field(f"{NAME}_bullet_lines_frac", pa.float32()),
-        pa.field(f"{NAME}_ellipsis_lines_frac", pa.float32()),
-        pa.field(f"{NAME}_alpha_words_frac", pa.float32()),
-        pa.field(f"{NAME}_stop_words", pa.int32()),
-    ]
-)
+SCORE_SCHEMA = score_schema(
+    NAME, n_words=pa.int32(), mean_word_length=pa.float32(), hash_word_ratio=pa.float32(),
+    ellipsis_word_ratio=pa.float32(), bullet_lines_frac=pa.float32(),
+    ellipsis_lines_frac=pa.float32(), alpha_words_frac=pa.float32(), stop_words=pa.int32())
 
 
 class Config(FilterConfig):
     """Published Gopher thresholds; ``stop_words`` and ``no_space_langs`` change the scores."""
 
-    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset({"stop_words", "no_space_langs"})
 
     min_words: int = Field(50, ge=0)
     max_words: int = Field(100_000, ge=0)
@@ -93,10 +85,10 @@ class Config(FilterConfig):
     min_alpha_words_frac: float = Field(0.8, ge=0)
     min_stop_words: int = Field(2, ge=0)
 
-    stop_words: dict[str, list[str]] = Field(
+    stop_words: Annotated[dict[str, list[str]], SCORED] = Field(
         default_factory=lambda: {"en": ["the", "be", "to", "of", "and", "that", "have", "with"]}
     )
-    no_space_langs: list[str] = Field(
+    no_space_langs: Annotated[list[str], SCORED] = Field(
         default_factory=lambda: ["zh", "ja", "th", "lo", "km", "my", "bo"]
     )
 

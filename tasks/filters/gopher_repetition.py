@@ -58,14 +58,15 @@ import re
 from collections import Counter
 from itertools import accumulate, compress, count
 from operator import ne
-from typing import ClassVar
+from typing import Annotated
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from tasks.filters import text as tx
-from tasks.filters.base import FilterConfig
+from tasks.filters.base import FilterConfig, score_schema
+from tasks.identity import SCORED
 
 NAME = "gopher_repetition"
 SCORE_VERSION = 1
@@ -74,14 +75,9 @@ TOP_NS: tuple[int, ...] = (2, 3, 4)
 DUP_NS: tuple[int, ...] = (5, 6, 7, 8, 9, 10)
 
 STATS: tuple[str, ...] = (
-    "dup_para_frac",
-    "dup_para_char_frac",
-    "dup_line_frac",
-    "dup_line_char_frac",
-    *(f"top_{n}gram_char_frac" for n in TOP_NS),
-    *(f"dup_{n}gram_char_frac" for n in DUP_NS),
-)
-SCORE_SCHEMA = pa.schema([pa.field(f"{NAME}_{s}", pa.float32()) for s in STATS])
+    "dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac",
+    *(f"top_{n}gram_char_frac" for n in TOP_NS), *(f"dup_{n}gram_char_frac" for n in DUP_NS))
+SCORE_SCHEMA = score_schema(NAME, **dict.fromkeys(STATS, pa.float32()))
 
 # a line break, then one or more blank lines (possibly holding spaces, tabs or the "\r" of
 # "\r\n"). Matches start only at a "\n" and never backtrack: linear on long whitespace runs.
@@ -91,7 +87,6 @@ _PARA_SPLIT = re.compile(r"\n(?:[^\S\n]*+\n)+")
 class Config(FilterConfig):
     """Gopher repetition thresholds (Rae et al. 2021, table A1): reject when a score is above."""
 
-    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset({"no_space_langs"})
 
     max_dup_para_frac: float = Field(0.30, ge=0, description="duplicate paragraphs / paragraphs")
     max_dup_para_char_frac: float = Field(
@@ -115,7 +110,7 @@ class Config(FilterConfig):
     max_dup_9gram_char_frac: float = Field(0.11, ge=0, description="same, 9-grams")
     max_dup_10gram_char_frac: float = Field(0.10, ge=0, description="same, 10-grams")
 
-    no_space_langs: list[str] = Field(
+    no_space_langs: Annotated[list[str], SCORED] = Field(
         default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS),
         description="languages written without spaces: n-gram scores null (score)",
     )

@@ -45,7 +45,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain, repeat
-from typing import Any, ClassVar
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +54,7 @@ import xxhash
 from pydantic import ConfigDict, Field, model_validator
 
 from tasks.filters.base import FilterConfig
+from tasks.identity import SCORED
 
 NAME = "minhash_dedup"
 RULE = "minhash_dedup.near_duplicate"
@@ -73,20 +74,23 @@ _BLOCK = 1 << 17  # shingles per vectorised block (1 MiB of uint64)
 _DOCS = 4096  # documents tokenised at a time
 _PAIR_CHUNK = 1 << 16  # candidate pairs verified per block
 
+# what ``clusters`` reads: the candidates' keys, and their signatures (an array or a loader)
+Candidates = pa.Table | Mapping[str, Any]
+SigSource = np.ndarray | Callable[[np.ndarray], np.ndarray] | None
+
 
 class Config(FilterConfig):
     """MinHash-LSH near-duplicate parameters (``bands * rows`` must equal ``num_perm``)."""
 
     model_config = ConfigDict(extra="forbid")
-    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"num_perm", "bands", "rows", "ngram", "seed"}
-    )
 
-    num_perm: int = Field(250, ge=1, description="hash functions per signature (score)")
-    bands: int = Field(50, ge=1, description="LSH bands (score)")
-    rows: int = Field(5, ge=1, description="signature values per band (score)")
-    ngram: int = Field(5, ge=1, description="words per shingle (score)")
-    seed: int = Field(1, ge=0, lt=2**63, description="seed of word hashes and permutations (score)")
+    num_perm: Annotated[int, SCORED] = Field(
+        250, ge=1, description="hash functions per signature (score)")
+    bands: Annotated[int, SCORED] = Field(50, ge=1, description="LSH bands (score)")
+    rows: Annotated[int, SCORED] = Field(5, ge=1, description="signature values per band (score)")
+    ngram: Annotated[int, SCORED] = Field(5, ge=1, description="words per shingle (score)")
+    seed: Annotated[int, SCORED] = Field(
+        1, ge=0, lt=2**63, description="seed of word hashes and permutations (score)")
     threshold: float = Field(
         0.8, ge=0, le=1,
         description="verified pairs need estimated Jaccard >= this to join a cluster",
@@ -304,12 +308,8 @@ def _union(parent: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
         _compress(parent)
 
 
-def clusters(
-    keys: pa.Table | Mapping[str, Any],
-    sig_of: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
-    threshold: float = 0.8,
-    window: int = 16,
-) -> pa.Table:
+def clusters(keys: Candidates, sig_of: SigSource = None, threshold: float = 0.8,
+             window: int = 16) -> pa.Table:
     """Near-duplicate clusters across all shards.
 
     ``keys`` (an Arrow table, or a mapping of column name -> array) has one row per candidate
@@ -433,12 +433,8 @@ def clusters(
     }).replace_schema_metadata(meta)
 
 
-def duplicates(
-    keys: pa.Table | Mapping[str, Any],
-    sig_of: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
-    threshold: float = 0.8,
-    window: int = 16,
-) -> pa.Table:
+def duplicates(keys: Candidates, sig_of: SigSource = None, threshold: float = 0.8,
+               window: int = 16) -> pa.Table:
     """(shard, row) of the documents to drop (every cluster member but the survivor), sorted
     by (shard, row) — the same contract as ``tasks.filters.dedup.duplicates``."""
     c = clusters(keys, sig_of, threshold, window)

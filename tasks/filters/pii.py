@@ -17,13 +17,14 @@ Score columns: ``pii_emails``, ``pii_ips``, ``pii_phones`` (int32: replacements 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from tasks.filters.base import FilterConfig
+from tasks.filters.base import FilterConfig, score_schema
+from tasks.identity import SCORED
 
 NAME = "pii"
 SCORE_VERSION = 1
@@ -37,24 +38,22 @@ IP = f"{_IPV4}|{_IPV6}"
 PHONE = (r"(?:\(\d{3}\)\s?|\b\d{3}[\-.\s])\d{3}[\-.]\d{4}\b"
          r"|\+\d{1,3}[\s.\-]?(?:\(\d{1,4}\)[\s.\-]?)?\d{2,4}(?:[\s.\-]\d{2,4}){1,4}\b")
 
-SCORE_SCHEMA = pa.schema(
-    [pa.field(f"{NAME}_emails", pa.int32()), pa.field(f"{NAME}_ips", pa.int32()),
-     pa.field(f"{NAME}_phones", pa.int32())]
-)
+SCORE_SCHEMA = score_schema(NAME, emails=pa.int32(), ips=pa.int32(), phones=pa.int32())
 
 
 class Config(FilterConfig):
     """What to redact and the placeholders; all change the text (score parameters)."""
 
-    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"emails", "ips", "phones", "email_placeholder", "ip_placeholder", "phone_placeholder"})
 
-    emails: bool = Field(True, description="redact e-mail addresses (score)")
-    ips: bool = Field(True, description="redact IPv4/IPv6 addresses (score)")
-    phones: bool = Field(True, description="redact phone numbers (score)")
-    email_placeholder: str = Field("<EMAIL>", description="replaces an e-mail address (score)")
-    ip_placeholder: str = Field("<IP>", description="replaces an IP address (score)")
-    phone_placeholder: str = Field("<PHONE>", description="replaces a phone number (score)")
+    emails: Annotated[bool, SCORED] = Field(True, description="redact e-mail addresses (score)")
+    ips: Annotated[bool, SCORED] = Field(True, description="redact IPv4/IPv6 addresses (score)")
+    phones: Annotated[bool, SCORED] = Field(True, description="redact phone numbers (score)")
+    email_placeholder: Annotated[str, SCORED] = Field(
+        "<EMAIL>", description="replaces an e-mail address (score)")
+    ip_placeholder: Annotated[str, SCORED] = Field(
+        "<IP>", description="replaces an IP address (score)")
+    phone_placeholder: Annotated[str, SCORED] = Field(
+        "<PHONE>", description="replaces a phone number (score)")
 
 
 def edit(table: pa.Table, config: FilterConfig) -> tuple[pa.Array, pa.Table]:

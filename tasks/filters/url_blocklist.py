@@ -13,16 +13,16 @@ Score column: ``url_blocklist_blocked`` (bool). Rule: ``url_blocklist.blocked``.
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from tasks.filters import text as tx
-from tasks.filters.base import FilterConfig
+from tasks.filters.base import FilterConfig, existing_file
+from tasks.identity import BY_CONTENT, SCORED
 
 NAME = "url_blocklist"
 SCORE_VERSION = 1
@@ -32,20 +32,8 @@ _HOST = r"^(?:[A-Za-z][A-Za-z0-9+.\-]*://)?(?:[^@/?#]*@)?(?P<host>[^:/?#\s]+)"
 
 
 class Config(FilterConfig):
-    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset({"path"})
-
-    path: str = Field(description="text file of blocked domains, one per line (score)")
-
-    @field_validator("path")
-    @classmethod
-    def _exists(cls, v: str) -> str:
-        if not Path(v).is_file():
-            raise ValueError(f"url_blocklist: no such file {v!r}")
-        return v
-
-    def score_params(self) -> dict[str, Any]:
-        # the list's content, not its path, decides the scores
-        return {"sha256": hashlib.sha256(Path(self.path).read_bytes()).hexdigest()}
+    path: Annotated[str, SCORED, BY_CONTENT, existing_file(NAME)] = Field(
+        description="text file of blocked domains, one per line (score)")
 
 
 def normalize_host(col: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -14,39 +14,28 @@ Score column: ``word_blocklist_hits`` (int32). Rule: ``word_blocklist.hits``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from tasks.filters import text as tx
-from tasks.filters.base import FilterConfig
+from tasks.filters.base import FilterConfig, existing_file
+from tasks.identity import BY_CONTENT, SCORED
 
 NAME = "word_blocklist"
 SCORE_VERSION = 1
 
 
 class Config(FilterConfig):
-    SCORE_FIELDS: ClassVar[frozenset[str]] = frozenset({"path", "whole_words"})
-
-    path: str = Field(description="text file of blocked words/phrases, one per line (score)")
-    whole_words: bool = Field(True, description="match entries as whole words only (score)")
+    path: Annotated[str, SCORED, BY_CONTENT, existing_file(NAME)] = Field(
+        description="text file of blocked words/phrases, one per line (score)")
+    whole_words: Annotated[bool, SCORED] = Field(
+        True, description="match entries as whole words only (score)")
     min_hits: int = Field(1, ge=1, description="reject at this many occurrences")
-
-    @field_validator("path")
-    @classmethod
-    def _exists(cls, v: str) -> str:
-        if not Path(v).is_file():
-            raise ValueError(f"word_blocklist: no such file {v!r}")
-        return v
-
-    def score_params(self) -> dict[str, Any]:
-        return {"sha256": hashlib.sha256(Path(self.path).read_bytes()).hexdigest(),
-                "whole_words": self.whole_words}
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 from tasks import dedup_index
 from tasks import filter as filter_stage
 from tasks.catalog import Catalog
+from tasks.corpus import exact, url
+from tasks.corpus.base import decision_path
 from tasks.filters import dedup, gopher, minhash
 from tasks.schema import DOC_SCHEMA
 
@@ -51,18 +53,17 @@ def test_url_dedup_keeps_the_first_document_per_url(tmp_path: Path) -> None:
     urls = ["https://a.org/x", "http://www.a.org/x/", "https://a.org/y", None, None]
     pq.write_table(docs(texts, urls), tmp_path / "in.parquet")
     filters = {"gopher_quality": gopher.Config(min_stop_words=0)}
-    filter_stage.score_shard(str(tmp_path / "in.parquet"), str(tmp_path / "sc.parquet"), filters,
-                             None, None, {"drop_query": False})
-    cands = filter_stage.dedup_candidates(str(tmp_path / "sc.parquet"), 0, filters, exact=False,
-                                          url=True)["url"]
+    corpus = {"url_dedup": url.Config()}
+    sc = str(tmp_path / "sc.parquet")
+    filter_stage.score_shard(str(tmp_path / "in.parquet"), sc, filters, corpus)
+    filter_stage.corpus_keys(sc, 0, filters, corpus, [str(tmp_path / "keys")], str(tmp_path))
+    cands = pq.read_table(decision_path(tmp_path / "keys", 0))
     assert cands.column("row").to_pylist() == [0, 1, 2]  # no URL: not a candidate
-    drops = dedup.duplicates(cands).column("row").to_pylist()
-    assert drops == [1]
-    res = filter_stage.decide_shard(str(tmp_path / "sc.parquet"), str(tmp_path / "k.parquet"),
-                                    str(tmp_path / "r.parquet"), filters, {dedup.URL_RULE: drops})
+    res = filter_stage.filter_local([sc], str(tmp_path / "out"), filters, corpus)[0]
     assert (res["docs_kept"], res["docs_rejected"]) == (4, 1)
-    assert pq.read_table(tmp_path / "r.parquet").column("reject_reason").to_pylist() == [
-        "url_dedup.duplicate"]
+    rej = pq.read_table(tmp_path / "out" / "rejected" / "part-00000.parquet")
+    assert rej.column("reject_reason").to_pylist() == ["url_dedup.duplicate"]
+    assert rej.column("id").to_pylist() == ["d1"]
 
 
 def test_snapshot_sees_earlier_parts_only(tmp_path: Path) -> None:
@@ -78,38 +79,46 @@ def test_snapshot_sees_earlier_parts_only(tmp_path: Path) -> None:
     assert [p["stage_version"] for p in dedup_index.snapshot(cat, "web", "up3")] == ["f1", "f2"]
 
 
-def _score(tmp: Path, name: str, table: pa.Table, near: minhash.Config) -> str:
+CORPUS = {"exact_dedup": exact.Config(), "url_dedup": url.Config(),
+          "minhash_dedup": minhash.Config()}
+
+
+def _score(tmp: Path, name: str, table: pa.Table) -> str:
     src, out = tmp / f"{name}-in.parquet", tmp / f"{name}-sc.parquet"
     pq.write_table(table, src)
-    filter_stage.score_shard(str(src), str(out), {}, {"lowercase": True}, near,
-                             {"drop_query": False})
+    filter_stage.score_shard(str(src), str(out), {}, CORPUS)
     return str(out)
 
 
 def test_index_finds_exact_url_and_near_copies_of_earlier_runs(tmp_path: Path) -> None:
-    near = minhash.Config()
     old_texts = [doc_text(i) for i in range(20)]
     old_urls = [f"https://old.org/{i}" for i in range(20)]
-    day1 = _score(tmp_path, "day1", docs(old_texts, old_urls, "a"), near)
+    day1 = _score(tmp_path, "day1", docs(old_texts, old_urls, "a"))
     res = filter_stage.decide_shard(day1, str(tmp_path / "k1.parquet"),
-                                    str(tmp_path / "r1.parquet"), {}, None, None,
+                                    str(tmp_path / "r1.parquet"), {}, CORPUS,
+                                    [str(tmp_path / "none")] * 3, 0,
                                     str(tmp_path / "index1.parquet"))
     assert res["docs_kept"] == 20
     index = pq.read_table(tmp_path / "index1.parquet")
-    assert set(index.column_names) == set(filter_stage.INDEX_COLUMNS)  # keys only, no text
+    assert set(index.column_names) == {dedup.HASH_COLUMN, dedup.URL_HASH_COLUMN,
+                                       minhash.BANDS_COLUMN, minhash.SIG_COLUMN}  # no text
     parts = [{"files": [str(tmp_path / "index1.parquet")]}]
 
     variant = old_texts[3].split()
     variant[10] = "zeppelin"  # one word of ~130 changed: Jaccard well above 0.8
     new_texts = [old_texts[0].upper(), " ".join(variant), doc_text(100), doc_text(101)]
     new_urls = [None, None, "http://www.old.org/7/", "https://new.org/1"]
-    day2 = _score(tmp_path, "day2", docs(new_texts, new_urls, "b"), near)
-    cands = filter_stage.dedup_candidates(day2, 0, {}, exact=True, near=True, url=True)
-    assert dedup_index.seen_keys(cands["exact"], parts, dedup.HASH_COLUMN).column(
-        "row").to_pylist() == [0]  # case-folded exact copy
-    assert dedup_index.seen_keys(cands["url"], parts, dedup.URL_HASH_COLUMN).column(
-        "row").to_pylist() == [2]  # same page, URL spelled differently
-    seen = dedup_index.seen_near(cands["near"], parts, minhash.BANDS_COLUMN, minhash.SIG_COLUMN,
-                                 0.8)
-    assert seen.column("row").to_pylist() == [0, 1]  # the copy and the one-word variant
-    assert dedup_index.seen_keys(cands["exact"], [], dedup.HASH_COLUMN).num_rows == 0
+    day2 = _score(tmp_path, "day2", docs(new_texts, new_urls, "b"))
+    for name, rule, rows in (
+        ("exact_dedup", "exact_dedup.seen_before", [0]),  # case-folded exact copy
+        ("url_dedup", "url_dedup.seen_before", [2]),  # same page, URL spelled differently
+        ("minhash_dedup", "minhash_dedup.seen_before", [0, 1]),  # the copy and the variant
+    ):
+        out = tmp_path / name
+        filter_stage.filter_local([day2], str(out), {}, {name: CORPUS[name]}, parts)
+        rej = pq.read_table(out / "rejected" / "part-00000.parquet")
+        assert rej.column("reject_reason").to_pylist() == [rule] * len(rows), name
+        assert sorted(int(i[1:]) for i in rej.column("id").to_pylist()) == rows, name
+    # without the index nothing was seen before
+    filter_stage.filter_local([day2], str(tmp_path / "alone"), {}, CORPUS)
+    assert pq.read_table(tmp_path / "alone" / "rejected" / "part-00000.parquet").num_rows == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from filterkit import sample_records, table
+from filterkit import sample_records, table, write_blocklists
 from pydantic import ValidationError
 
 from tasks.filter import first_failure, score_table
@@ -118,11 +118,7 @@ def test_pii_on_the_sample_keeps_every_document_and_its_length_close() -> None:
 
 @pytest.fixture
 def lists(tmp_path: Path) -> tuple[Path, Path]:
-    urls = tmp_path / "domains.txt"
-    urls.write_text("# UT1-style list\nexample.com\nhttps://www.Bad.org/path\n\n")
-    words = tmp_path / "words.txt"
-    words.write_text("darn\nfoo bar\nmaldito\n禁止词\n")
-    return urls, words
+    return write_blocklists(tmp_path)
 
 
 def test_url_blocklist_matches_hosts_and_parent_domains(lists: tuple[Path, Path]) -> None:

@@ -8,8 +8,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from filterkit import SAMPLE, probe, sample_records, scored_together_and_alone, table
-from pydantic import ValidationError
+from filterkit import SAMPLE, probe, sample_records, table
 
 from tasks.filter import first_failure
 from tasks.filters import fineweb as fw
@@ -35,11 +34,11 @@ stats, decisions, fired = probe(fw, Config)
 
 
 # --------------------------------------------------------------------------- interface
+# (the contract every filter keeps is checked in test_filter_conformance.py)
 
 
 def test_registry_and_module_constants():
     assert get_filter("fineweb_quality") is fw
-    assert fw.NAME == "fineweb_quality"
     assert fw.SCORE_VERSION == 1
 
 
@@ -57,24 +56,10 @@ def test_published_defaults():
     assert Config.SCORE_FIELDS == {"terminal_punct", "short_line_length", "no_space_langs"}
 
 
-def test_unknown_config_key_raises():
-    with pytest.raises(ValidationError, match="line_punct_thr"):
-        Config(line_punct_thr=0.1)
-
-
-def test_score_schema_and_rule_names():
-    scores = fw.score(table([CLEAN]), Config())
-    assert scores.schema == fw.SCORE_SCHEMA
-    assert scores.column_names == [f"{P}_{s}" for s in STATS]
-    assert all(f.type == pa.float32() for f in scores.schema)
-    out = fw.rules(scores, Config())
-    assert list(out) == RULES
-    assert all(isinstance(a, pa.BooleanArray) and len(a) == 1 for a in out.values())
-
-
-def test_wrong_config_type_raises():
-    with pytest.raises(TypeError, match="fineweb_quality"):
-        fw.rules(fw.score(table([CLEAN]), Config()), object())  # type: ignore[arg-type]
+def test_score_columns_and_rule_names():
+    assert fw.SCORE_SCHEMA.names == [f"{P}_{s}" for s in STATS]
+    assert all(f.type == pa.float32() for f in fw.SCORE_SCHEMA)
+    assert list(fw.rules(fw.score(table([CLEAN]), Config()), Config())) == RULES
 
 
 # --------------------------------------------------------------------------- exact stats
@@ -206,15 +191,6 @@ def test_no_space_languages_skip_the_word_rule(lang: str):
     assert s["new_line_ratio"] is None
     assert s["line_punct_ratio"] == 1.0
     assert decisions(text, lang)[f"{P}.new_line_ratio"] is None
-
-
-def test_row_count_and_order_preserved():
-    texts = [CLEAN, None, FAIL_ONLY["short_line_ratio"], "", "中文。\n中文！", "\n".join(SENTS)]
-    langs = ["en", "en", None, "en", "zh", "fr"]
-    together, alone = scored_together_and_alone(fw, Config(), texts, langs)
-    assert len(together) == len(texts)
-    assert together == alone
-    assert fw.score(table([]), Config()).num_rows == 0
 
 
 # --------------------------------------------------------------------------- real corpus

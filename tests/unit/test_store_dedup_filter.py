@@ -8,6 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks import filter as filter_stage
+from tasks.corpus import exact
+from tasks.corpus.base import RuleContext, decision_path
 from tasks.filters import dedup, gopher
 from tasks.schema import DOC_SCHEMA
 from tasks.store import StageDir, merge_counts, run_marked, version_of
@@ -68,17 +70,21 @@ def _docs(texts: list[str]) -> pa.Table:
 
 def test_score_then_decide_with_dedup(tmp_path: Path) -> None:
     filters = {"gopher_quality": gopher.Config()}
+    corpus = {"exact_dedup": exact.Config()}
     texts = [EN, "too short", EN.replace("fox", "cat"), EN]
     pq.write_table(_docs(texts), tmp_path / "in.parquet")
-    stats = filter_stage.score_shard(str(tmp_path / "in.parquet"), str(tmp_path / "sc.parquet"),
-                                     filters, {"lowercase": True})
+    sc = str(tmp_path / "sc.parquet")
+    stats = filter_stage.score_shard(str(tmp_path / "in.parquet"), sc, filters, corpus)
     assert stats["docs_in"] == stats["docs_kept"] == 4
-    cands = filter_stage.dedup_candidates(str(tmp_path / "sc.parquet"), 0, filters)["exact"]
+    keys_dir, dec_dir = tmp_path / "keys", tmp_path / "dec"
+    filter_stage.corpus_keys(sc, 0, filters, corpus, [str(keys_dir)], str(tmp_path / "w"))
+    cands = pq.read_table(decision_path(keys_dir, 0))
     assert cands.column("row").to_pylist() == [0, 2, 3]  # "too short" fails min_words
-    drops = dedup.duplicates(cands).column("row").to_pylist()
-    assert drops == [3]
-    res = filter_stage.decide_shard(str(tmp_path / "sc.parquet"), str(tmp_path / "k.parquet"),
-                                    str(tmp_path / "r.parquet"), filters, drops)
+    ctx = RuleContext(n_shards=1, work_dir=tmp_path / "w")
+    exact.decide([str(decision_path(keys_dir, 0))], dec_dir, corpus["exact_dedup"], ctx)
+    assert pq.read_table(decision_path(dec_dir, 0)).column("row").to_pylist() == [3]
+    res = filter_stage.decide_shard(sc, str(tmp_path / "k.parquet"), str(tmp_path / "r.parquet"),
+                                    filters, corpus, [str(dec_dir)], 0)
     assert (res["docs_kept"], res["docs_rejected"]) == (2, 2)
     rej = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert {r["id"]: r["reject_reason"] for r in rej} == {
@@ -86,6 +92,6 @@ def test_score_then_decide_with_dedup(tmp_path: Path) -> None:
     assert res["rejections"]["gopher_quality.min_words"] == {"alone": 1, "first": 1}
     # a new threshold is a new decision over the same stored scores
     loose = {"gopher_quality": gopher.Config(min_words=1, min_stop_words=0)}
-    res2 = filter_stage.decide_shard(str(tmp_path / "sc.parquet"), str(tmp_path / "k2.parquet"),
-                                     str(tmp_path / "r2.parquet"), loose, None)
+    res2 = filter_stage.decide_shard(sc, str(tmp_path / "k2.parquet"),
+                                     str(tmp_path / "r2.parquet"), loose)
     assert res2["docs_kept"] == 4

@@ -1,0 +1,46 @@
+"""Helpers the subcommands share. Only the standard library is imported here: every
+subcommand module is imported to build the parser, so ``datamill --help`` stays fast."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+EXIT_USAGE = 2
+DATA_ROOT_HELP = "default: $DATAMILL_DATA_ROOT, else .datamill"
+
+
+def fail(msg: str, code: int = EXIT_USAGE) -> int:
+    print(f"datamill: error: {msg}", file=sys.stderr)
+    return code
+
+
+def catalog(data_root: str | None) -> Any:
+    from infra.env import data_root as resolve
+    from tasks.catalog import Catalog
+
+    return Catalog(resolve(data_root) / "catalog.duckdb")
+
+
+@contextmanager
+def engines() -> Iterator[None]:
+    """Whatever a flow started (a Dask cluster, Ray) is stopped when the command ends, so the
+    process exits promptly even when the flow failed."""
+    from infra import dask as dask_engine
+    from infra import ray as ray_engine
+
+    try:
+        yield
+    finally:
+        dask_engine.shutdown()
+        ray_engine.shutdown()
+
+
+def print_stages(stages: list[dict[str, Any]]) -> None:
+    print(f"{'stage':<10} {'version':<17} {'in':>8} {'kept':>8} {'rejected':>9} {'seconds':>8}")
+    for s in stages:
+        flag = " (cached)" if s.get("cached") else ""
+        print(f"{s['stage']:<10} {s['version']:<17} {s['docs_in']:>8} {s['docs_kept']:>8} "
+              f"{s['docs_rejected']:>9} {s['seconds']:>8.1f}{flag}")
