@@ -125,11 +125,11 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
         run_stages(ctx, until)
         if after is not None:
             after(ctx)
+        path = _publish(ctx, "completed")
+        ctx.catalog.complete_run(ctx.run_id, path, ctx.info.deferred)  # type: ignore[union-attr]
     except BaseException as e:
         ctx.catalog.finish_run(ctx.run_id, "failed", error=f"{type(e).__name__}: {e}")
         raise
-    path = _publish(ctx, "completed")
-    ctx.catalog.finish_run(ctx.run_id, "completed", report=path)
     log.info("report: %s", path)
     run = ctx.catalog.show(ctx.run_id)
     return {"run_id": ctx.run_id, "status": run["status"], "report": run["report"],

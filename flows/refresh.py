@@ -144,9 +144,10 @@ def _promote_step(ctx: RunContext, promoted: dict[str, Any] | None, rule: str,
                        n_boot=cfg.boot)
         ctx.catalog.record_decisions(promoted["run_id"], ctx.run_id, rows)
         ok, reason = decide(rows, cfg.metrics, rule)
-    ctx.catalog.record_promotion(ctx.recipe.name, ctx.run_id,
-                                 promoted["run_id"] if promoted else None, ok, rule, reason,
-                                 ckpts, rows)
+    # recorded with the run's completion, in one transaction: never a failed run's model
+    ctx.info.on_complete("record_promotion", ctx.recipe.name, ctx.run_id,  # type: ignore[union-attr]
+                         promoted["run_id"] if promoted else None, ok, rule, reason, ckpts,
+                         rows)
     (log.info if ok else log.warning)("%s: %s", "PROMOTED" if ok else "not promoted", reason)
     out.update(promoted=ok, reason=reason, rule=rule, checkpoints=ckpts,
                baseline_run=promoted["run_id"] if promoted else None)

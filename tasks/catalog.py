@@ -79,6 +79,15 @@ class Catalog:
         finally:
             con.close()
 
+    @contextmanager
+    def _write(self, con: Any = None) -> Iterator[Any]:
+        """A write on ``con`` (inside a caller's transaction) or on a connection of its own."""
+        if con is not None:
+            yield con
+            return
+        with self.connect() as own:
+            yield own
+
     # --- writes (flow process only) ---
     def start_run(self, run_id: str, recipe: str, recipe_path: str, config: dict) -> None:
         with self.connect() as con:
@@ -95,6 +104,24 @@ class Catalog:
                 "error = ? WHERE run_id = ?",
                 [now(), status, report, error, run_id],
             )
+
+    def complete_run(self, run_id: str, report: str | None,
+                     deferred: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """One transaction: what a run may only commit once it completed — the inputs it
+        consumed, its dedup-index parts, a refresh's promotion (``deferred``: method name and
+        arguments) — and its status. A run that fails before this leaves none of them."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for name, args in deferred:
+                    getattr(self, name)(*args, con=con)
+                con.execute("UPDATE runs SET finished_at = ?, status = 'completed', "
+                            "report = coalesce(?, report), error = NULL WHERE run_id = ?",
+                            [now(), report, run_id])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def record_stage(self, run_id: str, manifest: dict[str, Any], seconds: float,
                      output_path: str, cached: bool) -> None:
@@ -147,10 +174,10 @@ class Catalog:
             return _dicts(con.execute(f"SELECT * FROM decisions {where} ORDER BY rowid", args))
 
     def record_inputs(self, run_id: str, recipe: str, ingest_version: str,
-                      files: list[dict[str, Any]]) -> None:
+                      files: list[dict[str, Any]], con: Any = None) -> None:
         """The input files an incremental ingest consumed (its deltas' memory)."""
         if files:
-            with self.connect() as con:
+            with self._write(con) as con:
                 con.executemany("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                 [[run_id, recipe, ingest_version, f["path"], f["size"],
                                   f["mtime_ns"], f["sha256"], now()] for f in files])
@@ -186,10 +213,10 @@ class Catalog:
                                "dedup_index WHERE name = ? ORDER BY seq", [name]).fetchall()
 
     def add_dedup_part(self, name: str, stage_version: str, upstream: str, files: str,
-                       docs: int, run_id: str) -> bool:
+                       docs: int, run_id: str, con: Any = None) -> bool:
         """Register a filter output's kept keys as the index's next part; False if it is in
         the index already."""
-        with self.connect() as con:
+        with self._write(con) as con:
             if con.execute("SELECT 1 FROM dedup_index WHERE name = ? AND stage_version = ?",
                            [name, stage_version]).fetchone():
                 return False
@@ -201,9 +228,10 @@ class Catalog:
 
     def record_promotion(self, recipe: str, run_id: str, baseline_run: str | None,
                          promoted: bool, rule: str, reason: str,
-                         checkpoints: list[str], stats: list[dict[str, Any]]) -> None:
+                         checkpoints: list[str], stats: list[dict[str, Any]],
+                         con: Any = None) -> None:
         """A refresh's promotion decision and the statistics behind it."""
-        with self.connect() as con:
+        with self._write(con) as con:
             con.execute("INSERT INTO promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [now(), recipe, run_id, baseline_run, promoted, rule, reason,
                          json.dumps(checkpoints), json.dumps(stats, default=str)])

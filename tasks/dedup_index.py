@@ -47,3 +47,9 @@ def register(catalog: Catalog, name: str, stage_version: str, upstream: str,
              files: list[str], docs: int, run_id: str) -> bool:
     """Add a filter stage's kept keys to the index; a no-op if that stage output is in it."""
     return catalog.add_dedup_part(name, stage_version, upstream, json.dumps(files), docs, run_id)
+
+
+def register_args(name: str, stage_version: str, upstream: str, files: list[str], docs: int,
+                  run_id: str) -> tuple[Any, ...]:
+    """``Catalog.add_dedup_part``'s arguments, for a registration deferred to the run's end."""
+    return (name, stage_version, upstream, json.dumps(files), docs, run_id)

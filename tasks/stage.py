@@ -146,8 +146,14 @@ class RunInfo:
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger("datamill"))
     # artifacts a stage asks the runner to publish
     artifacts: list[Artifact] = field(default_factory=list)
+    # catalog writes committed only if the run completes, in one transaction with its status
+    deferred: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     # resolves a secret's name to its value in the flow (a Prefect Secret block there)
     secrets: Callable[[str], str] | None = None
+
+    def on_complete(self, method: str, *args: Any) -> None:
+        """Record ``catalog.<method>(*args)`` when (and only if) the run completes."""
+        self.deferred.append((method, args))
 
     def secret(self, name: str) -> str:
         if self.secrets is None:

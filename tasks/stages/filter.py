@@ -148,9 +148,10 @@ class Filter(Stage):
 
         f = run.recipe.stages.filter
         if f.dedup_index and "index" in manifest.outputs:
-            dedup_index.register(run.catalog, f.dedup_index, manifest.version,
-                                 up.docs.version, manifest.outputs["index"],
-                                 manifest.docs_kept, run.run_id)
+            # only a completed run's kept documents become "seen before" for later runs
+            run.on_complete("add_dedup_part", *dedup_index.register_args(
+                f.dedup_index, manifest.version, up.docs.version, manifest.outputs["index"],
+                manifest.docs_kept, run.run_id))
         files = [run.data_root / rel for rel in manifest.kept + manifest.output("rejected")]
         run.artifacts.append(Artifact(
             key="datamill-scores", description=f"Filter score histograms, run {run.run_id}",

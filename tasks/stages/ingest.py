@@ -72,6 +72,6 @@ class Ingest(Stage):
               ) -> None:
         run.catalog.record_metrics(run.run_id, [(0, f"ingest.lang.{lang}", float(n)) for
                                                 lang, n in manifest.extra.get("langs", {}).items()])
-        if run.recipe.stages.ingest.incremental:
-            run.catalog.record_inputs(run.run_id, run.recipe.name, manifest.version,
-                                      self._files(run))
+        if run.recipe.stages.ingest.incremental:  # consumed once the run completes
+            run.on_complete("record_inputs", run.run_id, run.recipe.name, manifest.version,
+                            self._files(run))
