@@ -187,10 +187,41 @@ def publish_artifacts(run: RunInfo) -> None:
     run.artifacts.clear()
 
 
+# failures of the machinery, not of the data: a retry resumes from the shard markers
+TRANSIENT = {"KilledWorker", "CommClosedError", "StreamClosedError", "FutureCancelledError",
+             "RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
+             "NodeDiedError", "ObjectLostError", "OwnerDiedError", "RaySystemError",
+             "ConnectionResetError", "BrokenPipeError"}
+RETRIES = 2
+
+
+def transient(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a lost worker or actor."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if any(type(exc).__name__ == n or n in {c.__name__ for c in type(exc).__mro__}
+               for n in TRANSIENT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except BaseException as e:  # the state holds the stage's exception
+        if transient(e):
+            get_run_logger().warning("retrying after a lost worker or actor: %r", e)
+            return True
+    return False
+
+
 def run_stage(ctx: RunContext, stage: Stage, up: Upstream) -> list[Manifest]:
-    """Every execution of a stage (one per variant) as a Prefect task named after it."""
+    """Every execution of a stage (one per variant) as a Prefect task named after it;
+    retried (from its shard markers) when an engine loses a worker or an actor."""
     out = []
     for variant in stage.variants(ctx.info, up):  # type: ignore[arg-type]
-        t = task(execute_stage, name=stage.name, cache_policy=NO_CACHE)
+        t = task(execute_stage, name=stage.name, cache_policy=NO_CACHE, retries=RETRIES,
+                 retry_delay_seconds=2, retry_condition_fn=_retry_if_transient)
         out.append(t(ctx, stage, up, variant))
     return out
