@@ -7,10 +7,13 @@ files under a scratch folder:
    every input file, keeps the keys of its partition (``key % n_parts``), sorts each band by
    (key, id) and writes the candidate pairs, split by the group of their first document
    (``pairs/<group>/``), and the pairs' endpoints, split by their own group (``ends/``).
-2. ``sig_task`` (one per group of input files): reads the signatures of its files in batches
-   and keeps only the endpoints' (``sigs/``).
+2. ``sig_task`` (one per group of input files): reads the signatures of its files batch by
+   batch and streams the endpoints' to ``sigs/``.
 3. ``verify_task`` (one per group): deduplicates its pairs, verifies them by estimated Jaccard
    and writes the pairs that pass (``verified/``).
+
+Dedup index parts store their band keys as one list column; ``split_task`` (one per part)
+first rewrites them one column per band, so that a band task reads its bands only.
 
 A document is named by one int64 id, ``unit << 40 | row``: the unit is the shard for the rule's
 key files, the file's number for the dedup index parts. Ids sort as (shard, row), the order

@@ -36,12 +36,14 @@ about the duplicates plus LSH false positives, p = their pairs):
   sorting, i.e. ~8 B x n per band as planned: ``G`` bands per task (up to
   ``bands / BAND_TASKS``, fewer when the corpus is large) and, past ``BAND_BUDGET`` documents,
   ``P`` key partitions (``key % P``; each re-reads its band column, trading I/O for memory),
-  so that ``G x (n + i) / P <= BAND_BUDGET``; plus one read batch; then its pairs;
-- a signature task holds its group's endpoints' signatures (4 B x ``num_perm`` each) plus one
-  read batch of ``lsh.BATCH`` rows; a verify task its group's pairs (16 B each), the
-  signatures of their first documents and of their second documents one group at a time;
-  groups are runs of shards of about ``GROUP_DOCS`` documents, so a task holds at most two
-  groups' signatures (2 x 256 MB at 250 permutations), and far less when few are duplicates;
+  so that ``G x (n + i) / P <= BAND_BUDGET``; plus one row group's band columns; its pairs;
+- a signature task holds its group's endpoint ids (8 B each) and one Parquet row group's
+  signature column at a time (Parquet's unit of I/O: a shard's, when a key file is one row
+  group), decoded ``lsh.BATCH`` rows at a time, and streams the endpoints' signatures out;
+- a verify task holds its group's pairs (16 B each), the signatures of their first documents
+  and those of their second documents one group at a time; groups are runs of shards of
+  about ``GROUP_DOCS`` documents, so a task holds at most two groups' signatures (2 x 256 MB
+  at 250 permutations), and far less when few documents are duplicates;
 - ``decide`` itself holds the verified pairs and their endpoints (union-find) and the
   decision rows: O(d + p). No step holds all documents' signatures or all band keys.
 
