@@ -167,6 +167,13 @@ def execute_stage(ctx: RunContext, stage: Stage, up: Upstream, variant: Any = No
                                               **body, "present": present}))
             log.info("%s %s: %d docs in, %d kept, %d rejected in %.1fs", stage.name, version,
                      m.docs_in, m.docs_kept, m.docs_rejected, m.seconds)
+            if m.extra.get("incomplete"):  # e.g. LLM requests that failed transiently
+                # not a cache hit next run (it redoes what is missing); later stages get
+                # another version, so none of them is cached on this partial output either
+                log.warning("%s %s: incomplete: %s", stage.name, version, m.extra["incomplete"])
+                stamp = int(time.time())
+                sd.manifest_path.rename(sd.path / f"manifest.partial-{stamp}.json")
+                m.version = f"{version}+partial-{stamp}"
     if m.docs_in != m.docs_kept + m.docs_rejected:
         raise AccountingError(f"{stage.name} {version}: {m.docs_in} in != {m.docs_kept} kept "
                               f"+ {m.docs_rejected} rejected")

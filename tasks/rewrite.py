@@ -9,8 +9,6 @@ pass-through that re-uses its input shards without copying them.
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks.llm.driver import TRANSIENT
+from tasks.llm.driver import rewrite_llm as rewrite_llm  # the LLM request pool, re-exported
 from tasks.schema import with_reject
 from tasks.store import write_parquet
 
@@ -135,7 +135,7 @@ def select_mask(ids: list[str], reasons: list[str | None] | None, cfg: dict[str,
 
 
 @dataclass
-class _Shard:
+class Shard:
     job: dict[str, Any]
     table: pa.Table  # originals (rewrite mode) or the filter's rejects (recycle mode)
     selected: list[int]
@@ -143,9 +143,10 @@ class _Shard:
     waiting: set[str]
 
 
-def _plan(job: dict[str, Any], cfg: dict[str, Any], prompt: Any, model: str,
-          sampling_key: dict[str, Any]) -> tuple[_Shard, dict[str, Any]]:
-    """Read a shard, pick documents, chunk them; returns the shard and its requests by key."""
+def plan_shard(job: dict[str, Any], cfg: dict[str, Any], prompt: Any, key_model: str,
+               sampling_key: dict[str, Any]) -> tuple[Shard, dict[str, Any]]:
+    """Read a shard, pick documents, chunk them; returns the shard and its requests by key
+    (``key_model``: the model as cache keys name it, ``tasks.llm.cache_model``)."""
     from tasks.llm.base import Request
     from tasks.llm.cache import request_key
     from tasks.prompts import chunk_text
@@ -163,14 +164,14 @@ def _plan(job: dict[str, Any], cfg: dict[str, Any], prompt: Any, model: str,
             continue
         ks = []
         for chunk in chunk_text(texts[i], budget):
-            k = request_key(chunk, digest, model, cfg["api"], sampling_key)
+            k = request_key(chunk, digest, key_model, cfg["api"], sampling_key)
             ks.append(k)
             if k not in reqs:
                 reqs[k] = Request(k, messages=prompt.messages(chunk)) if cfg["api"] == "chat" \
                     else Request(k, prompt=prompt.completion(chunk))
         selected.append(i)
         keys.append(ks)
-    return _Shard(job, t, selected, keys, set(reqs)), reqs
+    return Shard(job, t, selected, keys, set(reqs)), reqs
 
 
 def _null_provenance(t: pa.Table) -> pa.Table:
@@ -180,10 +181,11 @@ def _null_provenance(t: pa.Table) -> pa.Table:
     return t
 
 
-def _finish_shard(sh: _Shard, outputs: dict[str, dict[str, Any]], errors: dict[str, str],
-                  cfg: dict[str, Any], prompt: Any, model: str) -> dict[str, Any]:
+def finish_shard(sh: Shard, outputs: dict[str, dict[str, Any]], errors: dict[str, str],
+                 cfg: dict[str, Any], prompt: Any, model: str) -> dict[str, Any]:
     """Assemble one shard from the answers: rewrites (with provenance) and rejected attempts,
-    then the optional post-filter and the mixer; write files, then the shard's marker."""
+    then the optional post-filter and the mixer; write files, then the shard's marker: only
+    when no document failed transiently (``rewrite.transient_error``: retried next run)."""
     from tasks.prompts import merge_chunks
     from tasks.store import atomic_write_json
 
@@ -297,6 +299,8 @@ def _finish_shard(sh: _Shard, outputs: dict[str, dict[str, Any]], errors: dict[s
         if rejected_parts else None
     if rejected is not None and len(rejected):
         write_parquet(rejected, Path(job["rejected"]))
+    else:  # a shard redone after transient failures may have none left
+        Path(job["rejected"]).unlink(missing_ok=True)
     n_attempts = len(sh.selected)
     counts: dict[str, dict[str, int]] = {}
     if rejected is not None:
@@ -311,8 +315,10 @@ def _finish_shard(sh: _Shard, outputs: dict[str, dict[str, Any]], errors: dict[s
              "attempts": n_attempts, "rewrites_kept": len(rewrites),
              "tokens_in": int(sum(ok_tin) + sum(bad_tin)),
              "tokens_out": int(sum(ok_tout) + sum(bad_tout)),
-             "kept_file": job["kept"] if len(kept) else None}
-    atomic_write_json(Path(job["marker"]), stats)
+             "kept_file": job["kept"] if len(kept) else None,
+             "transient_failures": counts.get(f"rewrite.{TRANSIENT}", {}).get("first", 0)}
+    if not stats["transient_failures"]:  # else not done: the next run redoes this shard
+        atomic_write_json(Path(job["marker"]), stats)
     return stats
 
 
@@ -329,115 +335,3 @@ def quality_scores(t: pa.Table, spec: str) -> list[float]:
         raise ValueError(f"rewrite.quality_score {spec!r}: {name} has no column {col!r}; "
                          f"it has {scores.column_names}")
     return [float("-inf") if v is None else float(v) for v in scores.column(col).to_pylist()]
-
-
-def rewrite_llm(jobs: list[dict[str, Any]], cfg: dict[str, Any], cache_dir: str,
-                api_key: str | None = None) -> dict[str, Any]:
-    """Rewrite every shard in ``jobs`` with an LLM backend, resumably.
-
-    Each job: ``source`` (input Parquet), ``kept``, ``rejected``, ``marker`` paths, ``mode``
-    (``rewrite``: originals kept plus rewrites; ``recycle``: ``source`` is a filter's rejected
-    shard, ``real`` its kept shard, ``filters`` the rules a rewrite must pass) and
-    ``reject_stage``. Shards whose marker exists are skipped; every request whose answer is in
-    the generation cache is not sent again; each new answer is stored as it arrives, and each
-    shard is written the moment its last answer is in. One global request pool spans shards,
-    so concurrency does not sag at shard boundaries.
-    """
-    from tasks.llm import make_backend, model_id, sampling_of
-    from tasks.llm.cache import GenerationCache
-    from tasks.prompts import load_prompt
-
-    prompt = load_prompt(cfg["prompt"])
-    model = model_id(cfg)
-    sampling_key = sampling_of(cfg).as_key()
-    cache = GenerationCache(cache_dir)
-    shard_stats: dict[str, dict[str, Any]] = {}
-    todo = []
-    for j in jobs:
-        m = Path(j["marker"])
-        if m.is_file():
-            shard_stats[j["key"]] = json.loads(m.read_text())
-        else:
-            todo.append(j)
-    outputs: dict[str, dict[str, Any]] = {}
-    errors: dict[str, str] = {}
-    waiting: dict[str, list[_Shard]] = {}  # key -> shards that still need it
-    open_shards: list[_Shard] = []
-    need: dict[str, int] = {}  # key -> uses by open shards (answers are freed at zero)
-    run = {"requests": 0, "retries": 0, "failed": 0, "breaker_opened": 0, "paused_s": 0.0,
-           "cache_hits": 0, "new_generations": 0, "new_tokens_in": 0, "new_tokens_out": 0,
-           "llm_seconds": 0.0}
-    backend: Any = None
-    keepalive: Any = None
-
-    def finish_ready() -> None:
-        for sh in [s for s in open_shards if not s.waiting]:
-            open_shards.remove(sh)
-            shard_stats[sh.job["key"]] = _finish_shard(sh, outputs, errors, cfg, prompt, model)
-            for ks in sh.keys:  # free answers no other open shard needs
-                for k in ks:
-                    need[k] -= 1
-                    if need[k] <= 0:
-                        need.pop(k)
-                        outputs.pop(k, None)
-
-    def requests() -> Any:
-        """Plan shards lazily, so memory holds only shards with requests in flight."""
-        for j in todo:
-            sh, reqs = _plan(j, cfg, prompt, model, sampling_key)
-            hits = cache.get_many(set(reqs))
-            run["cache_hits"] += len(hits)
-            outputs.update(hits)
-            open_shards.append(sh)
-            for ks in sh.keys:
-                for k in ks:
-                    need[k] = need.get(k, 0) + 1
-            sh.waiting = {k for k in reqs if k not in hits}
-            new = []
-            for k in sh.waiting:
-                if k in waiting:  # already requested for an earlier shard
-                    waiting[k].append(sh)
-                else:
-                    waiting[k] = [sh]
-                    new.append(reqs[k])
-            finish_ready()
-            yield from new
-
-    def on_result(res: Any) -> None:
-        if res.output is None:
-            errors[res.key] = res.error or "failed"
-        else:
-            rec = {"key": res.key, "output": res.output, "tokens_in": res.tokens_in,
-                   "tokens_out": res.tokens_out, "finish_reason": res.finish_reason,
-                   "model": model, "prompt": prompt.name, "seconds": res.seconds,
-                   "created_at": time.time()}
-            cache.put(rec)  # stored before anything else happens to it
-            outputs[res.key] = rec
-            run["new_generations"] += 1
-            run["new_tokens_in"] += res.tokens_in
-            run["new_tokens_out"] += res.tokens_out
-        for sh in waiting.pop(res.key, []):
-            sh.waiting.discard(res.key)
-        finish_ready()
-
-    t0 = time.perf_counter()
-    try:
-        gen = requests()
-        first = next(gen, None)
-        if first is not None:  # start a backend only when something must be generated
-            backend, keepalive = make_backend(cfg, api_key)
-            backend.run(_chain(first, gen), on_result)
-        finish_ready()
-    finally:
-        cache.close()
-        if backend is not None:
-            run.update({k: v for k, v in backend.stats().items() if k in run})
-            backend.close()
-        del keepalive
-    run["llm_seconds"] = round(time.perf_counter() - t0, 3)
-    return {"shards": [shard_stats[j["key"]] for j in jobs], "run": run}
-
-
-def _chain(first: Any, rest: Any) -> Any:
-    yield first
-    yield from rest

@@ -15,7 +15,9 @@ declares:
   versioned by ``tasks.identity`` markers;
 - ``run(run, up, out, ex)``: the work, through the executor ``ex`` the runner hands it
   (``ex.shards`` resumes from per-shard markers; ``ex.task``/``ex.map`` run in Dask tasks;
-  ``ex.actor`` in a Ray actor). It returns the manifest body: counts and named outputs.
+  ``ex.actor`` in a Ray actor). It returns the manifest body: counts and named outputs, and
+  ``incomplete`` when part of the work failed transiently (the runner then keeps the output
+  for this run only: the next run is not a cache hit and redoes what is missing).
 
 The runner (``flows/runner.py``) does the rest the same way for every stage: version, cache
 hit (the manifest and its files), a lock per stage version, the manifest written last, the

@@ -5,17 +5,23 @@ cache (``cache``) the moment it arrives."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 from tasks.llm.base import Backend, Request, Result, Sampling
 
-__all__ = ["Backend", "Request", "Result", "Sampling", "make_backend", "model_id",
-           "resolve_api_key"]
+SMALL_FILE = 16 << 20  # local model files up to this size are hashed; larger by size and mtime
+
+__all__ = ["Backend", "Request", "Result", "Sampling", "cache_model", "make_backend",
+           "model_id", "normalize_url", "resolve_api_key"]
 
 
 def model_id(cfg: dict[str, Any]) -> str:
-    """The model named in cache keys: the same model behind two URLs shares generations."""
+    """The model's name: what the server is asked for and what provenance records. Cache keys
+    use ``cache_model``: one name served from two places is two models."""
     if cfg["backend"] == "embedded":
         from tasks.llm.embedded import MODEL_NAME
 
@@ -23,6 +29,60 @@ def model_id(cfg: dict[str, Any]) -> str:
     if not cfg.get("model"):
         raise ValueError(f"rewrite.model is required for the {cfg['backend']!r} backend")
     return str(cfg["model"])
+
+
+def normalize_url(url: str) -> str:
+    """A base URL as a serving location: scheme and host lower-cased, default port, trailing
+    slashes, credentials, query and fragment dropped (none of them says which weights)."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url.strip())
+    scheme = u.scheme.lower()
+    host = (u.hostname or "").lower()
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    port = u.port if u.port not in (None, {"http": 80, "https": 443}.get(scheme)) else None
+    return f"{scheme}://{host}{f':{port}' if port else ''}{u.path.rstrip('/')}"
+
+
+def _model_files(path: Path, whole: bool = False) -> str:
+    """A model (a file or a directory) by content: small files (configs, tokenizers) by hash,
+    larger ones (weights) by size and modification time, as hashing gigabytes every run would
+    cost too much; ``whole``: every file by hash. Memoised per process on the same stamp."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return _fingerprint(tuple(
+        (str(p), p.name if p == path else str(p.relative_to(path)), p.stat().st_size,
+         p.stat().st_mtime_ns) for p in files), whole)
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(stamp: tuple[tuple[str, str, int, int], ...], whole: bool) -> str:
+    from tasks.identity import file_digest
+
+    h = hashlib.sha256()
+    for full, name, size, mtime in stamp:
+        what = file_digest(full) if whole or size <= SMALL_FILE else f"{size}:{mtime}"
+        h.update(f"{name}\0{size}\0{what}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def serving_location(cfg: dict[str, Any]) -> str:
+    """Where the model is served, as cache keys see it: the normalised base URL (openai), the
+    GGUF's content (embedded), the model's files (local: a path), or its hub id."""
+    backend = cfg["backend"]
+    if backend == "openai":
+        return normalize_url(str(cfg["base_url"]))
+    if backend == "embedded":
+        from tasks.llm.embedded import gguf_path
+
+        return f"gguf:{_model_files(gguf_path(), whole=True)}"
+    p = Path(str(cfg["model"])).expanduser()
+    return f"path:{p.resolve()}:{_model_files(p)}" if p.exists() else f"hub:{cfg['model']}"
+
+
+def cache_model(cfg: dict[str, Any]) -> str:
+    """The model as generation cache keys name it: its id *and* where it is served, so two
+    servers answering to one name with different weights never share answers."""
+    return f"{model_id(cfg)}@{serving_location(cfg)}"
 
 
 def sampling_of(cfg: dict[str, Any]) -> Sampling:

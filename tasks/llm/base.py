@@ -17,12 +17,15 @@ class Request:
 @dataclass
 class Result:
     key: str
-    output: str | None  # None: failed for good (``error`` says why); never for retryable errors
+    output: str | None  # None: failed (``error`` says why)
     tokens_in: int = 0
     tokens_out: int = 0
     finish_reason: str = ""
     seconds: float = 0.0
     error: str | None = None
+    # failed for a reason that may pass (5xx, connection, timeout, after every retry): the
+    # document is rejected for this run only, nothing is cached, the next run asks again
+    transient: bool = False
 
 
 @dataclass
@@ -36,6 +39,17 @@ class Sampling:
     def as_key(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p,
                 "max_tokens": self.max_tokens, "seed": self.seed, "stop": list(self.stop)}
+
+
+def storable(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so it encodes as UTF-8 (the
+    cache's JSON lines, Parquet). A JSON answer can hold one (``"\\ud800"``), which Python
+    decodes into a str that no UTF-8 writer accepts; a pair sent as two escapes is joined."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class Backend(Protocol):

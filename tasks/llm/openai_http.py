@@ -3,8 +3,10 @@
 Threads, not asyncio: a request is mostly waiting on the server, ``max_concurrency`` threads
 keep that many requests in flight, and each answer is handed back to the caller (who stores it)
 the moment it arrives. Retryable failures (429, 5xx, connection errors, timeouts) are retried
-with exponential backoff and full jitter; a circuit breaker pauses everyone during an outage.
-The API key is read at the last moment and only ever put in the Authorization header.
+with exponential backoff and full jitter; a circuit breaker pauses everyone during an outage;
+one still failing after every retry is a *transient* result (retried by the next run, never
+cached). The API key is read at the last moment and only ever put in the Authorization header;
+errors leave with their URLs scrubbed (``tasks.llm.redact``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tasks.llm.base import Request, Result, Sampling
+from tasks.llm.redact import scrub_urls, scrubbed_errors
 from tasks.llm.retry import Backoff, CircuitBreaker
 
+# retried within a run; still failing after every retry: transient (the next run asks again).
+# Any other 4xx is the server's final word on the request (e.g. 400: prompt too long).
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 # The server says the setup is wrong (bad key, no such model or path): no document would fare
 # better, so the stage fails with a clear error instead of rejecting every document.
@@ -57,7 +62,8 @@ class HTTPBackend:
         self.failed = 0
 
     def __repr__(self) -> str:  # no key in reprs, tracebacks or logs
-        return f"HTTPBackend({self.base_url!r}, model={self.model!r}, api={self.api!r})"
+        return f"HTTPBackend({scrub_urls(self.base_url)!r}, model={self.model!r}, " \
+               f"api={self.api!r})"
 
     # --- one request ---
     def _client(self) -> Any:
@@ -117,9 +123,9 @@ class HTTPBackend:
                     self.breaker.record_success()
                     return res
             if status in CONFIG_STATUS:
-                raise BackendConfigError(
+                raise BackendConfigError(scrub_urls(
                     f"{url} answered {status} for model {self.model!r}: check rewrite.base_url, "
-                    f"rewrite.model and the API key ({r.text[:200]!r})")
+                    f"rewrite.model and the API key ({r.text[:200]!r})"))
             if status and status not in RETRYABLE_STATUS and status < 500:
                 # the server is up and said no to this request (e.g. 400: prompt too long)
                 self.breaker.release_probe()
@@ -134,7 +140,8 @@ class HTTPBackend:
                 # others get answers, this one keeps failing: give up on it, not the run
                 with self._lock:
                     self.failed += 1
-                return Result(req.key, None, error=f"http_{status}" if status else "connection")
+                return Result(req.key, None, error=f"http_{status}" if status else "connection",
+                              transient=True)
             with self._lock:
                 self.retries += 1
                 d = self.backoff.delay(min(attempt, 16), self._rng)
@@ -177,8 +184,8 @@ class HTTPBackend:
                 on_result(res)
                 n += 1
 
-        with ThreadPoolExecutor(max_workers=self.max_concurrency,
-                                thread_name_prefix="llm") as pool:
+        with scrubbed_errors(), ThreadPoolExecutor(max_workers=self.max_concurrency,
+                                                   thread_name_prefix="llm") as pool:
             try:
                 for req in requests:
                     while not slots.acquire(timeout=0.05):

@@ -15,7 +15,7 @@ from tasks.store import StageDir, merge_counts, shard_key
 LLM_METRICS = ["attempts", "rewrites_kept", "requests", "retries", "cache_hits",
                "new_generations", "tokens_in", "tokens_out", "new_tokens_in", "new_tokens_out",
                "docs_per_s", "tokens_out_per_s", "llm_seconds", "paused_s", "breaker_opened",
-               "cost_run", "cost_total"]
+               "transient_failures", "cost_run", "cost_total"]
 
 
 def _deferred(cfg: Any) -> bool:
@@ -30,7 +30,13 @@ def llm_cache_dir(run: RunInfo) -> Path:
 def run_llm(run: RunInfo, out: StageDir, ex: Executor, cfg: Any, jobs: list[dict[str, Any]],
             desc: str) -> dict[str, Any]:
     """One task drives every shard through one request pool (global concurrency, no sag at
-    shard boundaries): in a Dask task for HTTP backends, here for Ray actors (local)."""
+    shard boundaries): in a Dask task for HTTP backends, here for Ray actors (local) and when
+    the API key is a secret's value (a secret never travels as a task's argument; the requests
+    are I/O, so the flow process drives them as well as a worker would).
+
+    Documents whose requests failed transiently are rejected (``rewrite.transient_error``) for
+    this run, counted as ``transient_failures``, and their shards left unmarked: the manifest
+    says ``incomplete``, so the next run is not a cache hit and asks for them again."""
     from tasks import rewrite
     from tasks.llm import model_id
     from tasks.llm.cache import compact
@@ -39,9 +45,10 @@ def run_llm(run: RunInfo, out: StageDir, ex: Executor, cfg: Any, jobs: list[dict
     cache_dir = str(llm_cache_dir(run))
     key = run.secret(cfg.api_key_secret) if cfg.backend == "openai" and cfg.api_key_secret \
         else None
-    args = (jobs, config, cache_dir, key)
-    res = rewrite.rewrite_llm(*args) if cfg.backend == "local" else \
-        ex.task(rewrite.rewrite_llm, *args, desc=desc)
+    if cfg.backend == "local" or key is not None:
+        res = rewrite.rewrite_llm(jobs, config, cache_dir, key)
+    else:
+        res = ex.task(rewrite.rewrite_llm, jobs, config, cache_dir, desc=desc)
     compact(cache_dir)  # the flow process is the cache's only compactor
     shards = res["shards"]
     llm = dict(res["run"])
@@ -59,9 +66,15 @@ def run_llm(run: RunInfo, out: StageDir, ex: Executor, cfg: Any, jobs: list[dict
                           + llm["new_tokens_out"] / 1e6 * cfg.price_per_m_output, 6),
         "cost_total": round(tin / 1e6 * cfg.price_per_m_input
                             + tout / 1e6 * cfg.price_per_m_output, 6),
-        "prompt": cfg.prompt, "model": model_id(config), "backend": cfg.backend})
+        "prompt": cfg.prompt, "model": model_id(config), "backend": cfg.backend,
+        "transient_failures": sum(s.get("transient_failures", 0) for s in shards)})
     kept = [out.rel(s["kept_file"]) for s in shards if s.get("kept_file")]
-    return {**merge_counts(shards), "llm": llm, "outputs": {"kept": kept}}
+    body = {**merge_counts(shards), "llm": llm, "outputs": {"kept": kept},
+            "transient_failures": llm["transient_failures"]}
+    if llm["transient_failures"]:
+        body["incomplete"] = (f"{llm['transient_failures']} documents failed transiently "
+                              "(rewrite.transient_error); the next run asks for them again")
+    return body
 
 
 def report_llm(run: RunInfo, manifest: Manifest) -> None:

