@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tasks.report import md_code
 from tasks.schema import DOC_COLUMNS
 
 BARS = " ▁▂▃▄▅▆▇█"
@@ -41,7 +42,7 @@ def score_histograms(files: list[Path], bins: int = 10, width: int = 30) -> str:
         arr = pa.chunked_array(parts).to_numpy(zero_copy_only=False).astype(np.float64)
         nulls = int(np.isnan(arr).sum())
         vals = arr[~np.isnan(arr)]
-        out.append(f"### `{col}`\n")
+        out.append(f"### {md_code(col)}\n")  # a column name: data, not markdown
         if not len(vals):
             out.append(f"all {nulls} null\n")
             continue

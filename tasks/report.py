@@ -6,8 +6,32 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
+import string
 from pathlib import Path
 from typing import Any
+
+# every ASCII punctuation character may be backslash-escaped in CommonMark; escaping them all
+# (":" and "." too) also defeats GFM's bare-URL autolinks
+_MD_PUNCT = re.compile("[" + re.escape(string.punctuation) + "]")
+_MD_ENTITY = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+DROPPED = "tokenize.tokens_dropped"  # the tokenize stage's catalog metric (".<source>" each)
+
+
+def md_escape(value: Any) -> str:
+    """A data value (a source name, a task, a rule...) as literal markdown text: no link, image,
+    HTML or table cell it could open renders. Numbers are left as they are."""
+    if isinstance(value, int | float):
+        return str(value)
+    text = " ".join(str(value).splitlines())  # a table row stays one row
+    return _MD_PUNCT.sub(lambda m: _MD_ENTITY.get(m[0], "\\" + m[0]), text)
+
+
+def md_code(value: Any) -> str:
+    """A data value as inline code; with a backtick or a line break in it (which could end the
+    code span), as escaped plain text instead."""
+    text = str(value)
+    return md_escape(text) if "`" in text or len(text.splitlines()) > 1 else f"`{text}`"
 
 
 def funnel_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,23 +54,41 @@ def eval_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
              "value": round(e["value"], 4)} for e in run["evals"]]
 
 
+def dropped_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tokens the tokenize stage dropped in packing, per source and in all (its metrics)."""
+    per, total = [], []
+    for m in run["metrics"]:
+        if m["name"] == DROPPED:
+            total = [{"source": "all sources", "tokens_dropped": int(m["value"])}]
+        elif m["name"].startswith(DROPPED + "."):
+            per.append({"source": m["name"][len(DROPPED) + 1:], "tokens_dropped": int(m["value"])})
+    return sorted(per, key=lambda r: r["source"]) + total
+
+
+DROPPED_NOTE = ("Each source's tokens left below one row of seq_len after packing all shards "
+                "(at most seq_len - 1 per source).")
+
+
 def _md_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "_none_\n"
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_escape(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(md_escape(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def markdown_summary(run: dict[str, Any]) -> str:
     rej = [{"stage": r["stage"], "rule": r["rule"], "dropped_first": r["docs"],
             "would_drop_alone": r["docs_alone"]} for r in run["rejections"]]
+    dropped = dropped_rows(run)
     return (
-        f"# datamill run `{run['run_id']}` — {run['recipe']}\n\n"
+        f"# datamill run {md_code(run['run_id'])} — {md_escape(run['recipe'])}\n\n"
         f"## Funnel\n\n{_md_table(funnel_rows(run))}\n"
         f"## Rejections by rule\n\n{_md_table(rej)}\n"
-        f"## Evaluation\n\n{_md_table(eval_rows(run))}\n"
+        + (f"## Tokens dropped in packing\n\n{DROPPED_NOTE}\n\n{_md_table(dropped)}\n"
+           if dropped else "")
+        + f"## Evaluation\n\n{_md_table(eval_rows(run))}\n"
     )
 
 
@@ -95,6 +137,9 @@ def write_html(run: dict[str, Any], path: Path) -> Path:
            if png else "<p><em>no training in this run</em></p>")
     rej = [{"stage": r["stage"], "rule": r["rule"], "dropped first": r["docs"],
             "would drop alone": r["docs_alone"]} for r in run["rejections"]]
+    drops = dropped_rows(run)
+    dropped = (f"<h2>Tokens dropped in packing</h2>\n<p>{html.escape(DROPPED_NOTE)}</p>\n"
+               f"{_html_table(drops)}\n" if drops else "")
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>datamill run {html.escape(run['run_id'])}</title>
@@ -114,7 +159,7 @@ th {{ background: #f3f4f6; }}
 <p>"dropped first": documents this rule rejected first; "would drop alone": documents failing it
 at all.</p>
 {_html_table(rej)}
-<h2>Training loss</h2>
+{dropped}<h2>Training loss</h2>
 {img}
 <h2>Evaluation</h2>
 <p>Bits per byte on the held-out split (documents chosen by a hash of their id; never trained
@@ -203,8 +248,9 @@ def decisions_png(rows: list[dict[str, Any]], max_panels: int = 16) -> bytes | N
 
 def decisions_markdown(title: str, runs: dict[str, str], rows: list[dict[str, Any]],
                        snr_rows: list[dict[str, Any]]) -> str:
-    named = "\n".join(f"- `{m}`: run `{rid}`" for m, rid in runs.items())
-    return (f"# {title}\n\n{named}\n\n## Verdicts (B vs the baseline, 95 % intervals)\n\n"
+    named = "\n".join(f"- {md_code(m)}: run {md_code(rid)}" for m, rid in runs.items())
+    return (f"# {md_escape(title)}\n\n{named}\n\n"
+            "## Verdicts (B vs the baseline, 95 % intervals)\n\n"
             f"{_md_table(decision_rows(rows))}\n## Signal and noise per task\n\n"
             f"{_md_table(snr_table(snr_rows))}")
 

@@ -3,7 +3,10 @@
 Held-out documents (a fixed fraction chosen by a hash of the id, so the split never depends on
 shard layout or run) are never trained on — not by the tokenizer, not by the model — and are
 written to ``heldout/`` for evaluation. Training documents are encoded with EOS after each
-document and cut into fixed-length rows saved as ``.npy`` (memory-mapped by the trainer).
+document and cut into fixed-length rows per source saved as ``.npy`` (memory-mapped by the
+trainer). A source's tokens short of a full row in one shard are carried, not dropped: after
+all shards, ``pack_remainders`` packs each source's carried tokens (in shard order) into more
+rows, and only what is left below one row per source is dropped, and counted.
 """
 
 from __future__ import annotations
@@ -69,6 +72,37 @@ def train_tokenizer(texts: Iterator[list[str]], vocab_size: int, min_frequency: 
     return tok
 
 
+def _dtype(tok: Any) -> type:
+    return np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written shard behind
+
+
+def _cut_rows(streams: dict[str, np.ndarray], seq_len: int, dtype: Any
+              ) -> tuple[np.ndarray, dict[str, list[int]], dict[str, np.ndarray]]:
+    """Each source's token stream cut into full rows of its own (sources in the dict's order):
+    the rows, each source's row range [start, stop), and each source's leftover tokens."""
+    blocks: list[np.ndarray] = []
+    ranges: dict[str, list[int]] = {}
+    rest: dict[str, np.ndarray] = {}
+    n_seq = 0
+    for src, stream in streams.items():
+        n = len(stream) // seq_len
+        blocks.append(stream[: n * seq_len].reshape(n, seq_len))
+        rest[src] = stream[n * seq_len:]
+        if n:
+            ranges[src] = [n_seq, n_seq + n]
+        n_seq += n
+    rows = np.concatenate(blocks) if blocks else np.zeros((0, seq_len), dtype=dtype)
+    return rows, ranges, rest
+
+
 def pack_shard(
     in_path: str, tokenizer_path: str, out_dir: str, key: str, seq_len: int, fraction: float
 ) -> dict[str, Any]:
@@ -78,14 +112,15 @@ def pack_shard(
     Each source is packed into its own rows (sources in order of first appearance), so every row
     belongs to exactly one source and the trainer can sample by domain weight: the shard's
     ``sources`` maps a source to its row range [start, stop). Each source's last partial row is
-    dropped (counted in tokens_dropped)."""
+    not dropped but carried: its tokens go to ``remainder/part-<key>.npy`` (one flat array,
+    ``remainder_sources`` maps a source to its slice) for ``pack_remainders``."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(tokenizer_path)
     eos_id = tok.token_to_id(EOS)
     if eos_id is None:
         raise ValueError(f"{tokenizer_path}: no {EOS} token; packing needs it between documents")
-    dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32
+    dtype = _dtype(tok)
     out = Path(out_dir)
     t = pq.read_table(in_path, columns=["id", "text", "source", "lang"])
     held = heldout_mask(t.column("id").combine_chunks(), fraction)
@@ -99,26 +134,15 @@ def pack_shard(
         encs = tok.encode_batch(texts[start:start + 1_000], add_special_tokens=False)
         for enc, src in zip(encs, sources[start:start + 1_000], strict=True):
             pieces.setdefault(src or "", []).append(np.asarray(enc.ids + [eos_id], dtype=dtype))
-    blocks: list[np.ndarray] = []
-    ranges: dict[str, list[int]] = {}
-    by_source: dict[str, int] = {}
-    n_seq = tokens = 0
-    for src, docs in pieces.items():
-        stream = np.concatenate(docs)
-        n = len(stream) // seq_len
-        blocks.append(stream[: n * seq_len].reshape(n, seq_len))
-        by_source[src] = int(len(stream))
-        tokens += len(stream)
-        if n:
-            ranges[src] = [n_seq, n_seq + n]
-        n_seq += n
-    rows = np.concatenate(blocks) if blocks else np.zeros((0, seq_len), dtype=dtype)
-    shard = out / "train" / f"part-{key}.npy"
-    shard.parent.mkdir(parents=True, exist_ok=True)
-    tmp = shard.with_name(f".{shard.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, rows, allow_pickle=False)
-    tmp.replace(shard)
+    streams = {src: np.concatenate(docs) for src, docs in pieces.items()}
+    rows, ranges, rest = _cut_rows(streams, seq_len, dtype)
+    _save_npy(out / "train" / f"part-{key}.npy", rows)
+    offsets = np.cumsum([0] + [len(r) for r in rest.values()]).tolist()
+    carried = {src: [lo, hi] for src, lo, hi in zip(rest, offsets[:-1], offsets[1:], strict=True)
+               if hi > lo}
+    _save_npy(out / "remainder" / f"part-{key}.npy",
+              np.concatenate(list(rest.values())) if rest else np.zeros(0, dtype=dtype))
+    tokens = sum(len(s) for s in streams.values())
     return {
         "docs_in": len(t),
         "docs_kept": len(t),
@@ -126,13 +150,37 @@ def pack_shard(
         "train_docs": len(train),
         "heldout_docs": int(held.sum()),
         "tokens": int(tokens),
-        "tokens_dropped": int(tokens - n_seq * seq_len),
-        "n_seq": int(n_seq),
-        "tokens_by_source": by_source,
+        "tokens_carried": int(offsets[-1]),
+        "n_seq": len(rows),
+        "tokens_by_source": {src: int(len(s)) for src, s in streams.items()},
         "sources": ranges,
         "shard": f"train/part-{key}.npy",
+        "remainder": f"remainder/part-{key}.npy",
+        "remainder_sources": carried,
         "heldout": f"heldout/part-{key}.parquet",
     }
+
+
+def pack_remainders(out_dir: str, seq_len: int, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last packing step, after every shard: each source's carried tokens, concatenated in
+    the order of ``shards``, cut into rows -> ``train/remainder.npy``. Only what is left below
+    one row per source is dropped, and counted per source (``tokens_dropped``).
+
+    Deterministic (sources by name, shards in the given order) and idempotent: it reads only
+    the shards' remainder files, so a re-run after a crash writes the same rows."""
+    out = Path(out_dir)
+    parts: dict[str, list[np.ndarray]] = {}
+    dtype: Any = np.uint16
+    for s in shards:
+        flat = np.load(out / s["remainder"], allow_pickle=False)
+        dtype = flat.dtype
+        for src, (lo, hi) in s["remainder_sources"].items():
+            parts.setdefault(src, []).append(flat[lo:hi])
+    streams = {src: np.concatenate(parts[src]) for src in sorted(parts)}
+    rows, ranges, rest = _cut_rows(streams, seq_len, dtype)
+    _save_npy(out / "train" / "remainder.npy", rows)
+    return {"shard": "train/remainder.npy", "n_seq": len(rows), "sources": ranges,
+            "tokens_dropped": {src: int(len(r)) for src, r in rest.items()}}
 
 
 def write_meta(out_dir: Path, tokenizer_path: Path, seq_len: int, shards: list[dict]) -> dict:
@@ -147,7 +195,7 @@ def write_meta(out_dir: Path, tokenizer_path: Path, seq_len: int, shards: list[d
         "eos_id": tok.token_to_id(EOS),
         "eos_token": EOS,
         "seq_len": seq_len,
-        "dtype": "uint16" if vocab <= 2**16 else "uint32",
+        "dtype": np.dtype(_dtype(tok)).name,
         "train_shards": [{"path": s["shard"], "n_seq": s["n_seq"], "sources": s["sources"]}
                          for s in shards if s["n_seq"] > 0],
     }

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.identity import file_digest
-from tasks.stage import Executor, RunInfo, Stage, Upstream
+from tasks.report import DROPPED
+from tasks.stage import Executor, Manifest, RunInfo, Stage, Upstream
 from tasks.store import StageDir, merge_counts, shard_key
 
 
@@ -50,7 +51,9 @@ def train_tokenizer(kept: list[str], cfg: Any, out: str) -> str:
 
 class Tokenize(Stage):
     name = "tokenize"
-    code_version = 3  # 2: held-out docs keep their lang; 3: rows packed per source, indexed
+    # 2: held-out docs keep their lang; 3: rows packed per source, indexed; 4: each source's
+    # partial rows carried across shards (train/remainder.npy), only the very last dropped
+    code_version = 4
     recipe_key = "stages.tokenize"
     outputs = ("data_dir",)
     produces_docs = False
@@ -81,15 +84,29 @@ class Tokenize(Stage):
         jobs = [(shard_key(p), (p, str(tok_path), str(out.path), shard_key(p), cfg.seq_len,
                                 cfg.heldout_fraction)) for p in kept]
         stats = ex.shards(out, tokenize.pack_shard, jobs, "tokenize")
-        meta = tokenize.write_meta(out.path, tok_path, cfg.seq_len, stats)
+        # after every shard: each source's carried tokens packed in shard order (idempotent,
+        # so a re-run after a crash here writes the same rows)
+        rest = ex.task(tokenize.pack_remainders, str(out.path), cfg.seq_len, stats,
+                       desc="tokenize remainders")
+        meta = tokenize.write_meta(out.path, tok_path, cfg.seq_len, [*stats, rest])
         by_source: dict[str, int] = {}
         for s in stats:
             for src, n in s["tokens_by_source"].items():
                 by_source[src] = by_source.get(src, 0) + n
+        dropped = rest["tokens_dropped"]
         return {**merge_counts(stats),
                 "train_docs": sum(s["train_docs"] for s in stats),
                 "heldout_docs": sum(s["heldout_docs"] for s in stats),
                 "tokens": sum(s["tokens"] for s in stats),
-                "train_sequences": sum(s["n_seq"] for s in stats),
+                "train_sequences": sum(s["n_seq"] for s in stats) + rest["n_seq"],
+                "tokens_dropped": sum(dropped.values()), "tokens_dropped_by_source": dropped,
                 "tokens_by_source": by_source, "vocab_size": meta["vocab_size"],
                 "outputs": {"data_dir": out.rel(out.path)}}
+
+    def after(self, run: RunInfo, up: Upstream, manifest: Manifest, variant: Any = None
+              ) -> None:
+        """Tokens lost in packing (each source's last tokens short of a row) as metrics."""
+        dropped = manifest.extra.get("tokens_dropped_by_source", {})
+        run.catalog.record_metrics(run.run_id, [
+            (0, DROPPED, float(sum(dropped.values()))),
+            *[(0, f"{DROPPED}.{src}", float(n)) for src, n in sorted(dropped.items())]])
