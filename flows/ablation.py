@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.pipeline import new_run_id, run_recipe
+from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
 from tasks import report
 from tasks.catalog import Catalog
@@ -45,10 +46,11 @@ def ablation(recipes: list[str], data_root: str | None = None, boot: int = 2000,
     each other recipe is better, worse, or can't tell. Returns the decisions and report path."""
     if len(recipes) < 2:
         raise ValueError("an ablation needs at least two recipes (the first is the baseline)")
-    log = get_run_logger()
     loaded = [load_recipe(r) for r in recipes]  # every recipe valid before anything runs
     root = resolve_data_root(data_root, loaded[0].data_root)
     ablation_id = ablation_id or "ablation-" + new_run_id()
+    check_flow_params(ablation_id=ablation_id, data_root=root)  # they become paths
+    log = get_run_logger()
     names = model_names([r.name for r in loaded])
     runs: dict[str, dict[str, Any]] = {}
     for name, path in zip(names, recipes, strict=True):

@@ -20,6 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.contracts import contract_gate
 from flows.runner import AccountingError, RunContext, run_stage
 from infra import dask as dask_engine
+from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
 from tasks import report
 from tasks.catalog import Catalog
@@ -116,6 +117,7 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
         from prefect.runtime import flow_run
 
         run_id = flow_run.name or new_run_id()
+    check_flow_params(run_id=run_id, data_root=root)  # they become paths
     ctx = RunContext(run_id, recipe, str(Path(recipe_path).resolve()), root,
                      Catalog(root / "catalog.duckdb"))
     log = get_run_logger()

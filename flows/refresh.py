@@ -32,9 +32,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.pipeline import RunContext, execute, new_run_id
 from flows.runner import run_stage
+from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
 from tasks.catalog import Catalog
 from tasks.recipe import Recipe, load_recipe
+from tasks.report import md_escape
 from tasks.stage import Manifest, Upstream
 from tasks.stages.evaluate import Baseline
 
@@ -154,11 +156,12 @@ def _promote_step(ctx: RunContext, promoted: dict[str, Any] | None, rule: str,
     md = [f"# Promotion: {'promoted' if ok else 'NOT promoted'}", "",
           f"- recipe: `{ctx.recipe.name}`, run `{ctx.run_id}`",
           f"- compared with the promoted run: `{promoted['run_id'] if promoted else 'none'}`",
-          f"- rule: `{rule}` on {', '.join(cfg.metrics)}", f"- {reason}", ""]
+          f"- rule: `{rule}` on {', '.join(cfg.metrics)}", f"- {md_escape(reason)}", ""]
     if rows:
         md += ["| task | metric | promoted (A) | refreshed (B) | B-A | 95% CI | verdict |",
                "|---|---|---|---|---|---|---|"]
-        md += [f"| {r['task']} | {r['metric']} | {r['a']:.4f} | {r['b']:.4f} | "
+        md += [f"| {md_escape(r['task'])} | {md_escape(r['metric'])} | {r['a']:.4f} | "
+               f"{r['b']:.4f} | "
                f"{r['diff']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['verdict']} |"
                for r in rows]
         create_table_artifact(
@@ -185,6 +188,7 @@ def refresh(recipe_path: str, data_root: str | None = None, run_id: str | None =
     ``lock_wait_s``: how long to wait for a running refresh of the recipe before exiting."""
     recipe = load_recipe(recipe_path)
     root = resolve_data_root(data_root, recipe.data_root)
+    check_flow_params(run_id=run_id, data_root=root)  # they become paths (locks, runs)
     log = get_run_logger()
     if run_id is None:
         from prefect.runtime import flow_run

@@ -1,7 +1,13 @@
 """The run catalog: one DuckDB file, ``<data_root>/catalog.duckdb``.
 
-DuckDB has one writer, so only the flow process writes (workers return statistics). Each call
-opens and closes the file, so ``datamill runs`` can read it between writes.
+DuckDB locks the file: one read-write process, or any number of read-only ones, never both.
+So only the flow process writes (workers return statistics), each call opens and closes the
+file, and a write that finds it held waits and retries (``DATAMILL_CATALOG_WAIT_S``, default
+300 s) instead of failing the run. After each write the writer publishes a copy,
+``catalog.read.duckdb``, by ``os.replace`` (a new inode: a reader holding the old copy keeps
+it and blocks nothing). Readers outside the flow (the CLI, a user's DuckDB session) open that
+snapshot read-only (``Catalog(path, snapshot=True)``, ``Catalog.read()``); the flow's own
+reads use the live file, so they see its writes.
 """
 
 from __future__ import annotations
@@ -11,7 +17,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from tasks.catalog_file import (
+    CatalogBusy,
+    open_duckdb,
+    process_lock,
+    publish_snapshot,
+    snapshot_of,
+    wait_budget,
+)
+
+__all__ = ["Catalog", "CatalogBusy", "scrub_secrets", "wait_budget"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,24 +77,70 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def scrub_secrets(text: str) -> str:
+    """``text`` without the credentials, query strings and fragments of the URLs in it (a
+    run's error may quote a database or LLM endpoint URL: it is stored and shown in reports).
+    The one URL scrubber is the LLM client's (tasks/llm/redact.py)."""
+    from tasks.llm.redact import scrub_urls
+
+    return scrub_urls(text)
+
+
 class Catalog:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, snapshot: bool = False):
+        """``snapshot``: reads go to the published snapshot (readers outside the flow)."""
         self.path = Path(path)
+        self.snapshot = snapshot
+
+    @property
+    def snapshot_path(self) -> Path:
+        return snapshot_of(self.path)
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[Any]:
-        import duckdb
-
+        """A write (read_only=False: the schema, then the caller's statements, then the
+        snapshot is published), or a read (of the snapshot if ``self.snapshot``, else of the
+        live file). Opens wait for another process's lock (``open_duckdb``)."""
+        if read_only and self.snapshot:
+            with self.read() as con:
+                yield con
+            return
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"no catalog at {self.path} (has anything run here?)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.path), read_only=read_only)
+        with process_lock(self.path):
+            con = open_duckdb(self.path, read_only)
+            src: IO[bytes] | None = None
+            try:
+                if not read_only:
+                    con.execute(SCHEMA)
+                yield con
+                if not read_only:
+                    src = publish_snapshot(con, self.path)
+            finally:
+                con.close()
+                if src is not None:  # only now: see publish_snapshot
+                    src.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A short-lived read-only connection to the snapshot: it never waits for a writer and
+        never blocks one. A catalog without a snapshot yet (written by an older datamill) has
+        one published first."""
+        if not self.snapshot_path.exists():
+            if not self.path.exists():
+                raise FileNotFoundError(f"no catalog at {self.path} (has anything run here?)")
+            self.publish()
+        con = open_duckdb(self.snapshot_path, read_only=True)  # waits only for a user's rw
         try:
-            if not read_only:
-                con.execute(SCHEMA)
             yield con
         finally:
             con.close()
+
+    def publish(self) -> None:
+        """Publish the snapshot now (an empty write: the schema, then the copy)."""
+        with self.connect():
+            pass
 
     @contextmanager
     def _write(self, con: Any = None) -> Iterator[Any]:
@@ -102,7 +165,7 @@ class Catalog:
             con.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, report = coalesce(?, report), "
                 "error = ? WHERE run_id = ?",
-                [now(), status, report, error, run_id],
+                [now(), status, report, scrub_secrets(error) if error else error, run_id],
             )
 
     def complete_run(self, run_id: str, report: str | None,
@@ -197,7 +260,7 @@ class Catalog:
         """Whether every check of ``suite`` held each time it ran on this stage output."""
         if not self.path.exists():
             return False
-        with self.connect() as con:
+        with self.connect(read_only=True) as con:
             row = con.execute(
                 "SELECT count(*), bool_and(success) FROM contracts WHERE stage = ? "
                 "AND version = ? AND suite = ?", [stage, version, suite]).fetchone()
@@ -208,7 +271,7 @@ class Catalog:
         (seq, stage_version, upstream, files JSON, docs)."""
         if not self.path.exists():
             return []
-        with self.connect() as con:
+        with self.connect(read_only=True) as con:
             return con.execute("SELECT seq, stage_version, upstream, files, docs FROM "
                                "dedup_index WHERE name = ? ORDER BY seq", [name]).fetchall()
 
@@ -271,7 +334,7 @@ class Catalog:
     def consumed_hashes(self, recipe: str) -> set[str]:
         if not self.path.exists():
             return set()
-        with self.connect() as con:
+        with self.connect(read_only=True) as con:
             # only runs that finished: a crashed run's files are taken again
             rows = con.execute(
                 "SELECT DISTINCT i.sha256 FROM inputs i JOIN runs r USING (run_id) "

@@ -35,11 +35,41 @@ def version_of(stage: str, config: Any, inputs: Iterable[str], code: int | None 
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (not possible on every platform: then skipped)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: Path, path: Path) -> None:
+    """fsync the written temporary file, rename it over ``path``, fsync the folder: after a
+    power loss a marker or manifest never names data that did not reach the disk."""
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_bytes(data)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -53,7 +83,7 @@ def write_parquet(table: pa.Table, path: Path, row_group_rows: int | None = None
     pq.write_table(
         table, tmp, compression="zstd", row_group_size=row_group_rows or max(len(table), 1)
     )
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
 
 
 @dataclass(frozen=True)

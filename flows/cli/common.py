@@ -18,10 +18,12 @@ def fail(msg: str, code: int = EXIT_USAGE) -> int:
 
 
 def catalog(data_root: str | None) -> Any:
+    """The catalog as the CLI sees it: reads from the published snapshot (never blocking a
+    running flow's writes), writes (compare's decisions, eval's scores) to the live file."""
     from infra.env import data_root as resolve
     from tasks.catalog import Catalog
 
-    return Catalog(resolve(data_root) / "catalog.duckdb")
+    return Catalog(resolve(data_root) / "catalog.duckdb", snapshot=True)
 
 
 @contextmanager

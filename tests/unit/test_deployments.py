@@ -43,6 +43,15 @@ def test_compose_file_wires_the_engines() -> None:
         "PREFECT_API_DATABASE_CONNECTION_URL"]
     for svc in ("dask-scheduler", "dask-worker", "ray-head", "datamill"):
         assert services[svc]["environment"]["DATAMILL_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
+    # every published port on the host's loopback (a bare "8787:8787" binds 0.0.0.0), and
+    # Ray's dashboard (its Jobs API runs code) on the container's loopback
+    for name, svc in services.items():
+        for port in svc.get("ports") or []:
+            host_ip = port.get("host_ip") if isinstance(port, dict) else (
+                str(port).rsplit(":", 2)[0] if str(port).count(":") == 2 else "0.0.0.0")
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond the loopback"
+    assert "--dashboard-host=127.0.0.1" in services["ray-head"]["command"]
+    assert "0.0.0.0" not in services["ray-head"]["command"]
     # a client-side check: `docker compose config` (plugin) or the standalone docker-compose
     docker = shutil.which("docker")
     cmds = []
