@@ -9,6 +9,9 @@ predicts one line at a time) and, when it starts in upper case only, it is lower
 (upper-case Latin text is otherwise often taken for another language). Labels are fastText's:
 ISO 639-1 where one exists ("en", "fr", "zh"), else ISO 639-2/3 ("ceb", "war"). About 100 us
 per 500-character text on one core (the quantised model's dot products dominate).
+
+``normalize_tag`` puts a record's own tag (``EN``, ``en_US``, ``eng_Latn``) in the documents
+contract's form (``en``, ``en-US``, ``en-Latn``), or says it cannot.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import importlib.resources
 import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,8 +73,49 @@ def identify(
     return langs, scores
 
 
+# ISO 639-2/T, 639-2/B and 639-3 codes -> the ISO 639-1 code of the same language (ISO's own
+# tables: "engen" is eng -> en), and the deprecated 639-1 codes -> their successors
+_ISO1_TABLE = (Path(__file__).parent / "data" / "iso639.txt").read_text(encoding="utf-8")
+ISO1: dict[str, str] = {t[:3]: t[3:] for line in _ISO1_TABLE.splitlines()
+                        if not line.startswith("#") for t in line.split()}
+ISO1.update({"iw": "he", "in": "id", "ji": "yi", "jw": "jv", "mo": "ro"})
+_SEP = re.compile(r"[-_]")
+_PRIMARY = re.compile(r"[a-z]{2,3}")
+_SUBTAG = re.compile(r"[a-z0-9]{1,8}")
+
+
+def normalize_tag(tag: Any) -> str | None:
+    """A language tag in the documents contract's form (tasks/contracts.py ``LANG_REGEX``), or
+    None when it cannot be read as one.
+
+    The primary subtag is lower-cased and becomes ISO 639-1 where the language has a code there
+    (``EN``, ``eng``, ``fre`` -> ``en``, ``fr``); ``_`` separates subtags like ``-``; subtags
+    keep BCP 47's case conventions: region upper (``en_us`` -> ``en-US``), script title
+    (``eng_Latn`` -> ``en-Latn``, which tells ``srp_Cyrl`` from ``srp_Latn``), others lower.
+    An individual language inside a macrolanguage keeps its own code (``arb``, ``cmn``: BCP 47
+    prefers them to ``ar-arb``). Not a string, or anything else (``English``, ``12``,
+    ``en US``) -> None."""
+    if not isinstance(tag, str):
+        return None
+    parts = _SEP.split(tag.strip().lower())
+    if not _PRIMARY.fullmatch(parts[0]):
+        return None
+    out = [ISO1.get(parts[0], parts[0])]
+    for p in parts[1:]:
+        if not _SUBTAG.fullmatch(p):
+            return None
+        if len(p) == 2 and p.isalpha():
+            p = p.upper()  # region
+        elif len(p) == 4 and p.isalpha():
+            p = p.title()  # script
+        out.append(p)
+    return "-".join(out)
+
+
 def primary(lang: str | None) -> str | None:
-    """'fr-FR' / 'fr_FR' / 'FR' -> 'fr', for comparing a record's own tag with an allow-list."""
+    """'fr-FR' / 'fr_FR' / 'FR' / 'fra' -> 'fr', for comparing a record's own tag with an
+    allow-list."""
     if not lang:
         return None
-    return lang.replace("_", "-").split("-", 1)[0].lower()
+    tag = normalize_tag(lang)
+    return tag.split("-", 1)[0] if tag else lang.replace("_", "-").split("-", 1)[0].lower()

@@ -1,8 +1,9 @@
 """Ingest: raw files -> the document table, sharded to Parquet.
 
 One input (a file, or a folder of pages, or a Hugging Face dataset directory) is one unit of
-work (a Dask task). Records stream in batches, so memory is bounded by the batch, the line cap
-and the shard size, never by the file.
+work (a Dask task). Records stream in batches (capped in documents and bytes; Parquet and Arrow
+are decoded in batches of ~8 MB), so memory is bounded by the batch, the line cap and the
+shard size, plus 8 bytes per kept document for the id hashes that catch a repeated id.
 
 Formats (``input.format``, or ``auto``: by extension / folder contents), one reader each in
 ``readers/``:
@@ -22,11 +23,14 @@ Formats (``input.format``, or ``auto``: by extension / folder contents), one rea
 Records become contract rows in ``records.py`` (``input.fields``). Then, per batch
 (``policy.py``): documents longer than ``max_doc_chars`` are rejected; the rest are normalised
 (``tasks/normalize.py``), checked for emptiness, language-identified (``tasks/langid.py``) and
-checked against ``min_lang_score`` and ``languages``. Unreadable records (bad JSON, bad UTF-8,
-a truncated gzip/zstd stream, a broken WARC record, a Parquet/Arrow file without the text
-column, an over-long line) go to ``quarantine/`` with the file, position and error, and are
-counted: nothing is dropped silently, and ``docs_in == docs_kept + docs_rejected``. The shards
-are written by ``writer.py``; ``shard.py`` ties it together per input.
+checked against ``min_lang_score`` and ``languages`` (a record's own language tag is first put
+in the contract's form, or rejected as ``ingest.bad_lang``). Unreadable records (bad JSON, bad
+UTF-8, JSON nested too deep, a truncated gzip/zstd stream, a broken WARC record, a Parquet/Arrow
+file without the text column or with a corrupt page, an over-long line, a value Arrow cannot
+store) go to ``quarantine/`` with the file, position and error, and are counted: nothing is
+dropped silently, no record fails its file, and ``docs_in == docs_kept + docs_rejected``. The
+shards are written by ``writer.py``; ``shard.py`` ties it together per input; ``ids.py`` makes
+ids unique within an input and then across inputs (docs/outputs.md).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ BATCH_CHARS = 2 * 2**20  # a batch also ends at this many characters: the batch,
 RAW_SNIPPET = 500  # bytes of a bad record kept in quarantine for a person to look at
 SIDE_ROWS = 50_000  # rejected / quarantine rows held before a part is written
 READ_CHUNK = 1 * 2**20
+ARROW_BATCH_BYTES = 8 * 2**20  # Parquet / Arrow rows decoded at once (estimated bytes)
 
 HTML_EXTS = (".html", ".htm")
 TEXT_EXTS = (".txt",)

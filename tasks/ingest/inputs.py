@@ -3,6 +3,7 @@ their fingerprints and content hashes (for incremental runs), and format detecti
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import os
@@ -12,6 +13,7 @@ from typing import Any
 from tasks.ingest.config import HTML_EXTS, TEXT_EXTS
 from tasks.ingest.readers import AUTO_ONLY, READERS
 from tasks.ingest.readers.files import walk_files
+from tasks.ingest.records import safe_text
 from tasks.store import file_sha256
 
 FORMATS = ("auto", *(k for k in READERS if k not in AUTO_ONLY))
@@ -26,6 +28,57 @@ def _is_hf_dir(d: Path) -> bool:
     return any((d / m).is_file() for m in HF_MARKERS)
 
 
+def _match_parts(pat: list[str], parts: list[str]) -> bool:
+    """Whether path components `parts` match glob components `pat` as ``glob`` would: ``**``
+    is zero or more components, a wildcard matches no hidden name unless it starts with '.'."""
+    if not pat:
+        return not parts
+    head, rest = pat[0], pat[1:]
+    if head == "**":
+        for k in range(len(parts) + 1):
+            if _match_parts(rest, parts[k:]):
+                return True
+            if k < len(parts) and parts[k].startswith("."):
+                return False
+        return False
+    if not parts:
+        return False
+    name = parts[0]
+    if glob.has_magic(head) and name.startswith(".") and not head.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(name, head) and _match_parts(rest, parts[1:])
+
+
+def rglob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, but every real directory is visited once: ``**``
+    through a symlink to a parent folder ends (glob follows it forever). A directory reached
+    by two paths is found by the first in walk order (inputs are deduplicated by real path
+    anyway)."""
+    comps = pattern.split(os.sep)
+    k = next(i for i, c in enumerate(comps) if glob.has_magic(c))
+    root = os.sep if comps[:k] == [""] else os.sep.join(comps[:k])  # "" for the cwd
+    tail = comps[k:]
+    top = root or os.curdir
+    if not os.path.isdir(top):
+        return []
+    found = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, top)
+        base = [] if rel == os.curdir else rel.split(os.sep)
+        for name in [None, *dirnames, *filenames]:
+            parts = base if name is None else [*base, name]
+            if (parts or root) and _match_parts(tail, parts):  # glob omits a bare ""
+                found.append(os.path.join(root, *parts) if parts else root)
+    return sorted(set(found))
+
+
 def expand_inputs(patterns: list[str]) -> list[Path]:
     """Expand globs in order; each pattern must match at least one input.
 
@@ -37,7 +90,8 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     for pattern in patterns:
         expanded = os.path.expanduser(pattern)
         literal = not glob.has_magic(expanded)
-        matches = sorted(glob.glob(expanded, recursive=True))
+        recursive = "**" in expanded.split(os.sep)
+        matches = rglob(expanded) if recursive else sorted(glob.glob(expanded))
         picked = [Path(m) for m in matches if os.path.isfile(m) or (
             os.path.isdir(m) and (literal or _is_hf_dir(Path(m))))]
         if not picked:
@@ -59,8 +113,9 @@ def fingerprint(path: Path) -> dict[str, Any]:
     """Path, size and mtime; for a directory, the total size of its files and the newest mtime
     of any entry (a renamed, added or removed file changes its directory's mtime)."""
     st = path.stat()
+    shown = safe_text(str(path.resolve()))  # printable and storable, for manifest and catalog
     if not path.is_dir():
-        return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"path": shown, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     size, mtime, n = 0, st.st_mtime_ns, 0
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames.sort()
@@ -69,7 +124,7 @@ def fingerprint(path: Path) -> dict[str, Any]:
         for name in filenames:
             fst = os.stat(os.path.join(dirpath, name))
             size, mtime, n = size + fst.st_size, max(mtime, fst.st_mtime_ns), n + 1
-    return {"path": str(path.resolve()), "size": size, "mtime_ns": mtime, "n_files": n}
+    return {"path": shown, "size": size, "mtime_ns": mtime, "n_files": n}
 
 
 def content_sha256(path: Path) -> str:

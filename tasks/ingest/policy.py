@@ -3,16 +3,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import xxhash
 
 from tasks import langid
-from tasks.ingest.config import RAW_SNIPPET, opt
-from tasks.ingest.records import Batch, ReadContext, doc_table, qrow
+from tasks.ingest.config import opt
+from tasks.ingest.ids import id_hashes, repeated
+from tasks.ingest.records import Batch, ReadContext, doc_table, qrow, raw_record
 from tasks.normalize import normalize_texts
 from tasks.schema import DOC_SCHEMA
 
@@ -46,7 +45,17 @@ def decide(batch: Batch, ctx: ReadContext) -> Decided:
         if len(texts[i].strip()) < min_chars:
             why[i] = "ingest.empty_text"
     live = [i for i in live if why[i] is None]
-    _identify(cols, live, opt(cfg, "lang_id"))
+    mode = opt(cfg, "lang_id")
+    for i in live:  # the record's own tag, in the contract's form
+        tag = cols["lang"][i]
+        if tag is not None:
+            norm = langid.normalize_tag(tag)
+            if norm is not None or mode == "always":  # always: identified below anyway
+                cols["lang"][i] = norm
+            else:
+                why[i] = "ingest.bad_lang"
+    live = [i for i in live if why[i] is None]
+    _identify(cols, live, mode)
     min_score = float(opt(cfg, "min_lang_score") or 0.0)
     allowed = opt(cfg, "languages")
     allowed = {langid.primary(x) for x in allowed} if allowed else None
@@ -56,14 +65,11 @@ def decide(batch: Batch, ctx: ReadContext) -> Decided:
             why[i] = "ingest.lang_score"
         elif allowed is not None and langid.primary(cols["lang"][i]) not in allowed:
             why[i] = "ingest.language"
-    seen = ctx.kept_ids
-    for i in live:
-        if why[i] is None:
-            key = xxhash.xxh64_intdigest(str(cols["id"][i]).encode())
-            if key in seen:
-                why[i] = "ingest.duplicate_id"
-            else:
-                seen.add(key)
+    live = [i for i in live if why[i] is None]
+    keys = id_hashes(cols["id"][i] for i in live)
+    for i, dup in zip(live, repeated(keys, ctx.kept_ids).tolist(), strict=True):
+        if dup:
+            why[i] = "ingest.duplicate_id"
     rejected = list(batch.rejected)
     keep = []
     for i in range(n):
@@ -75,7 +81,37 @@ def decide(batch: Batch, ctx: ReadContext) -> Decided:
     if not keep:
         return Decided(None, rejected, quarantine)
     sub = {k: [cols[k][i] for i in keep] for k in DOC_SCHEMA.names} if len(keep) < n else cols
-    return Decided(_storable(sub, keep, batch, ctx, quarantine), rejected, quarantine)
+    kept = _storable(sub, keep, batch, ctx, quarantine)
+    if kept is not None:  # remembered once stored: a quarantined row's id stays free
+        ctx.kept_ids.add(id_hashes(kept.column("id").to_pylist()))
+    return Decided(kept, rejected, quarantine)
+
+
+def decide_safely(batch: Batch, ctx: ReadContext) -> Decided:
+    """`decide`, and if a batch fails anyway, each of its records on its own: one that still
+    fails is quarantined with the error, the others are decided as usual."""
+    try:
+        return decide(batch, ctx)
+    except Exception:  # noqa: BLE001 - find the record; never fail the file for it
+        pass
+    out = Decided(None, list(batch.rejected), list(batch.quarantine))
+    kept = []
+    for j in range(len(batch)):
+        one = Batch(cols={k: [v[j]] for k, v in batch.cols.items()}, pos=[batch.pos[j]])
+        try:
+            d = decide(one, ctx)
+        except Exception as e:  # noqa: BLE001
+            row = {k: v[j] for k, v in batch.cols.items()}
+            out.quarantine.append(qrow(ctx.label, batch.pos[j], None,
+                                       f"record cannot be decided: {type(e).__name__}: "
+                                       f"{str(e)[:300]}", raw_record(row)))
+            continue
+        out.rejected += d.rejected
+        out.quarantine += d.quarantine
+        if d.kept is not None:
+            kept.append(d.kept)
+    out.kept = pa.concat_tables(kept) if kept else None
+    return out
 
 
 def _identify(cols: dict[str, list[Any]], live: list[int], mode: str) -> None:
@@ -95,7 +131,7 @@ def _storable(sub: dict[str, list[Any]], keep: list[int], batch: Batch, ctx: Rea
     """The kept rows as a table; rows Arrow cannot store go to `quarantine`."""
     try:
         return doc_table(sub)
-    except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+    except Exception:  # noqa: BLE001 - found row by row below
         pass
     # a lone surrogate ("\ud800" escaped in JSON) cannot be stored: find the rows
     good = []
@@ -103,11 +139,11 @@ def _storable(sub: dict[str, list[Any]], keep: list[int], batch: Batch, ctx: Rea
         try:
             doc_table({k: [sub[k][j]] for k in DOC_SCHEMA.names})
             good.append(j)
-        except (UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        except Exception as e:  # noqa: BLE001 - bad Unicode, a value Arrow cannot store
             row = {k: sub[k][j] for k in DOC_SCHEMA.names}
             quarantine.append(qrow(ctx.label, batch.pos[i], None,
                                    f"record is not valid Unicode: {type(e).__name__}: {e}",
-                                   json.dumps(row, default=str)[:RAW_SNIPPET]))
+                                   raw_record(row)))
     if not good:
         return None
     return doc_table({k: [sub[k][j] for j in good] for k in DOC_SCHEMA.names})

@@ -1,8 +1,10 @@
 """Record mapping: raw records (dicts, pages) -> candidate rows of the document contract.
 
 A reader fills `Batch`es through a `ReadContext`, which applies ``input.fields`` (contract
-column -> the record's field name), gives records without an id a stable one, and keeps every
-unmapped field in ``meta``.
+column -> the record's field name), gives records without an id a stable one, reads
+``lang_score`` (a percentage -> a fraction; unreadable -> null, kept in ``meta``) and
+``fetched_at`` (in UTC), and keeps every unmapped field in ``meta``. A record that cannot be
+mapped, for whatever reason, is quarantined: one record never fails its file.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import xxhash
 
 from tasks import extract as html_extract
 from tasks.ingest.config import BATCH_CHARS, BATCH_DOCS, RAW_SNIPPET, SIDE_ROWS, opt
+from tasks.ingest.ids import IdSet
 from tasks.schema import DOC_SCHEMA
 
 
@@ -48,14 +51,46 @@ class Batch:
 
 
 def parse_time(v: Any) -> datetime | None:
+    """A timestamp in UTC (a naive one is taken as UTC), or None when it cannot be read."""
     if v is None or v == "":
         return None
-    if isinstance(v, datetime):
-        return v
     try:
-        return datetime.fromisoformat(str(v).replace("Z", "+00:00"))
-    except ValueError:
+        t = v if isinstance(v, datetime) else \
+            datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except (ValueError, OverflowError, TypeError):
         return None
+
+
+def lang_score(v: Any) -> float | None:
+    """A record's language score in [0, 1]: a number or a numeric string; a percentage
+    (1 < x <= 100) is divided by 100; out of range, not finite or not a number (a bool, other
+    text) is None (unreadable)."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not 0.0 <= x <= 100.0:  # NaN too
+        return None
+    return x if x <= 1.0 else x / 100.0
+
+
+def safe_text(s: str) -> str:
+    """`s` storable as UTF-8: a file name's undecodable bytes (Python keeps them as lone
+    surrogates) and other lone surrogates become backslash escapes (``caf\\xe9.jsonl``)."""
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        pass
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def qrow(file: str, position: int | None, offset: int | None, error: str,
@@ -73,7 +108,30 @@ def meta_json(d: dict[str, Any]) -> str | None:
         return None
     d = {k: (f"<{len(v)} bytes>" if isinstance(v, bytes | bytearray) else v)
          for k, v in d.items()}
-    return json.dumps(d, ensure_ascii=False, default=str)
+    out = json.dumps(d, ensure_ascii=False, default=str)
+    # a lone surrogate cannot be stored: escaped, the JSON still reads back the same
+    return _safe_json(out, d)
+
+
+def _safe_json(out: str, d: Any) -> str:
+    """`out` (``json.dumps(d, ensure_ascii=False)``), or `d` ASCII-escaped if `out` cannot
+    be stored as UTF-8."""
+    if out.isascii():
+        return out
+    try:
+        out.encode("utf-8")
+        return out
+    except UnicodeEncodeError:
+        return json.dumps(d, default=str)
+
+
+def raw_record(rec: Any) -> str | None:
+    """The first bytes of a bad record as JSON, for a person to look at (None if even that
+    fails: a record nested too deep to serialise)."""
+    try:
+        return json.dumps(rec, default=str)[:RAW_SNIPPET]
+    except (ValueError, TypeError, RecursionError):
+        return None
 
 
 def doc_table(cols: dict[str, list[Any]]) -> pa.Table:
@@ -85,26 +143,36 @@ class ReadContext:
 
     def __init__(self, path: Path, fields: dict[str, str], cfg: Any, source: str):
         self.f = {c: fields.get(c, c) for c in DOC_SCHEMA.names if c != "meta"}
-        self.label = str(path)
-        self.source = source
+        self.label = safe_text(str(path))  # a file name need not be UTF-8
+        self.source = safe_text(source)
         self.cfg = cfg
         self.skipped: Counter[str] = Counter()
-        # ids kept so far from this input: a repeated id is rejected, so ids stay unique (the
-        # documents contract); 8-byte hashes keep the set small
-        self.kept_ids: set[int] = set()
+        # hashes of the ids kept so far from this input: a repeated id is rejected, so ids
+        # stay unique within it (across inputs: tasks/ingest/ids.py)
+        self.kept_ids = IdSet()
 
     def pos_id(self, position: Any) -> str:
         return f"{self.source}-{xxhash.xxh64_hexdigest(f'{self.label}:{position}'.encode())}"
 
-    def add_record(self, rec: dict[str, Any], position: int, batch: Batch) -> None:
-        """Map an input record (dict) to a contract row; everything unmapped goes to `meta`."""
+    def add_record(self, rec: dict[str, Any], position: int, batch: Batch,
+                   offset: int | None = None) -> None:
+        """Map an input record (dict) to a contract row; everything unmapped goes to `meta`.
+        A record that cannot be mapped is quarantined, whatever the reason."""
+        try:
+            row = self._row(rec, position)
+        except Exception as e:  # noqa: BLE001 - one record's failure, never the file's
+            row = f"record cannot be mapped: {type(e).__name__}: {str(e)[:300]}"
+        if isinstance(row, str):
+            batch.quarantine.append(qrow(self.label, position, offset, row, raw_record(rec)))
+        else:
+            batch.add(row, position)
+
+    def _row(self, rec: dict[str, Any], position: int) -> dict[str, Any] | str:
+        """The contract row of `rec`, or why there is none."""
         f = self.f
         text = rec.get(f["text"])
         if not isinstance(text, str):
-            batch.quarantine.append(
-                qrow(self.label, position, None, f"record has no string field {f['text']!r}",
-                     json.dumps(rec, default=str)[:RAW_SNIPPET]))
-            return
+            return f"record has no string field {f['text']!r}"
         rid = rec.get(f["id"])
         # stable id: the record's own, else a hash of where it came from
         rid = str(rid) if rid not in (None, "") else self.pos_id(position)
@@ -113,17 +181,22 @@ class ReadContext:
         fetched = rec.get(f["fetched_at"])
         if fetched is not None and parse_time(fetched) is None:
             meta["fetched_at_unparsed"] = fetched
-        lang_score = rec.get(f["lang_score"])
-        batch.add({
+        score = rec.get(f["lang_score"])
+        if score is not None and lang_score(score) is None:
+            meta["lang_score_unparsed"] = score  # kept for a person; the column is null
+        lang = rec.get(f["lang"])
+        return {
             "id": rid,
             "text": text,
             "source": str(rec.get(f["source"]) or self.source),
             "url": None if rec.get(f["url"]) is None else str(rec.get(f["url"])),
             "fetched_at": parse_time(fetched),
-            "lang": None if rec.get(f["lang"]) in (None, "") else str(rec.get(f["lang"])),
-            "lang_score": float(lang_score) if isinstance(lang_score, int | float) else None,
+            # mapped to the contract's form (or rejected) by the policy, which knows lang_id
+            "lang": None if lang is None or (isinstance(lang, str) and not lang.strip())
+            else str(lang),
+            "lang_score": lang_score(score),
             "meta": meta_json(meta),
-        }, position)
+        }
 
     def add_html(self, html: str | bytes, content_type: str | None, row: dict[str, Any],
                  position: int, batch: Batch) -> None:

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.ingest.config import SIDE_ROWS
+from tasks.ingest.ids import write_keys
 from tasks.ingest.policy import Decided
-from tasks.ingest.records import doc_table
+from tasks.ingest.records import doc_table, safe_text
 from tasks.schema import DOC_SCHEMA, QUARANTINE_SCHEMA, with_reject
 from tasks.store import write_parquet
 
@@ -81,6 +82,7 @@ class ShardWriter:
         avg = max(1, self.pending_bytes // max(len(t), 1))
         target = self.out / "kept" / f"part-{self.key}-{len(self.kept_files):04d}.parquet"
         write_parquet(t, target, row_group_rows=max(1, self.cfg.row_group_bytes // avg))
+        write_keys(t.column("id"), self.out / "ids" / target.name)  # for ids.decide_ids
         self.kept_files.append(target.name)
         self.pending, self.pending_bytes = [], 0
 
@@ -95,7 +97,7 @@ class ShardWriter:
         rows = {f.name: [r[f.name] for r, _ in self.rejected] for f in DOC_SCHEMA}
         try:
             t = doc_table(rows)
-        except (UnicodeEncodeError, pa.ArrowInvalid):
+        except (UnicodeEncodeError, pa.ArrowInvalid):  # a lone surrogate: stored escaped
             t = doc_table({k: [_scrub(v) for v in vs] for k, vs in rows.items()})
         reasons = pa.array([why for _, why in self.rejected], pa.string())
         write_parquet(with_reject(t, "ingest", reasons), self._part("rejected"))
@@ -104,7 +106,9 @@ class ShardWriter:
     def _flush_quarantine(self) -> None:
         if not self.quarantine:
             return
-        write_parquet(pa.Table.from_pylist(self.quarantine, schema=QUARANTINE_SCHEMA),
+        rows = [{k: safe_text(v) if isinstance(v, str) else v for k, v in r.items()}
+                for r in self.quarantine]
+        write_parquet(pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA),
                       self._part("quarantine"))
         self.quarantine = []
 

@@ -11,35 +11,42 @@ from tasks.store import StageDir, merge_counts
 
 class Ingest(Stage):
     name = "ingest"
-    code_version = 3  # 2: normalisation, language id, more formats; 3: repeated ids rejected
+    # 2: normalisation, language id, more formats; 3: repeated ids rejected; 4: ids unique
+    # across inputs, language tags in the contract's form, hostile records quarantined
+    code_version = 4
     recipe_key = "input, stages.ingest"
     inputs = ("files",)
     outputs = ("kept", "quarantine")
-    work = ("shard",)
+    work = ("shard", "corpus")
     description = "raw files -> documents (extract, language id, normalise), quarantine"
 
     def config(self, run: RunInfo, variant: Any = None) -> Any:
         return {"input": run.recipe.input, "ingest": run.recipe.stages.ingest}
 
-    def _files(self, run: RunInfo) -> list[dict[str, Any]]:
-        """The input files' fingerprints; with incremental ingest, only the new ones."""
+    def _inputs(self, run: RunInfo) -> list[tuple[Path, dict[str, Any]]]:
+        """The inputs and their fingerprints (whose path is printable: a file name need not
+        be UTF-8); with incremental ingest, only the new ones."""
         from tasks import ingest
 
-        if hasattr(self, "_prints"):
-            return self._prints  # type: ignore[has-type]
+        if hasattr(self, "_found"):
+            return self._found  # type: ignore[has-type]
         inp, cfg = run.recipe.input, run.recipe.stages.ingest
-        prints = [ingest.fingerprint(f) for f in ingest.expand_inputs(inp.paths)]
+        found = [(f, ingest.fingerprint(f)) for f in ingest.expand_inputs(inp.paths)]
         if cfg.incremental:
             # deltas: only files whose content this recipe has not consumed before
-            for p in prints:
-                p["sha256"] = ingest.content_sha256(Path(p["path"]))
+            for f, p in found:
+                p["sha256"] = ingest.content_sha256(f)
             seen = run.catalog.consumed_hashes(run.recipe.name)
-            new = [p for p in prints if p["sha256"] not in seen]
+            new = [(f, p) for f, p in found if p["sha256"] not in seen]
             run.log.info("incremental ingest: %d new file(s), %d consumed before",
-                         len(new), len(prints) - len(new))
-            prints = new
-        self._prints = prints
-        return prints
+                         len(new), len(found) - len(new))
+            found = new
+        self._found = found
+        return found
+
+    def _files(self, run: RunInfo) -> list[dict[str, Any]]:
+        """The input files' fingerprints; with incremental ingest, only the new ones."""
+        return [p for _, p in self._inputs(run)]
 
     def version_inputs(self, run: RunInfo, up: Upstream, variant: Any = None) -> list[str]:
         return [f"{p['path']}:{p['size']}:{p['mtime_ns']}" for p in self._files(run)]
@@ -47,12 +54,18 @@ class Ingest(Stage):
     def run(self, run: RunInfo, up: Upstream, out: StageDir, ex: Executor,
             variant: Any = None) -> dict[str, Any]:
         from tasks import ingest
+        from tasks.ingest.ids import forget, make_unique
 
         inp, cfg = run.recipe.input, run.recipe.stages.ingest
-        prints = self._files(run)
-        jobs = [(f"{i:05d}", (p["path"], f"{i:05d}", str(out.path), inp.format, inp.fields, cfg))
-                for i, p in enumerate(prints)]
+        found = self._inputs(run)
+        # the resolved path: it labels quarantine rows and seeds the ids of records without one
+        jobs = [(f"{i:05d}", (str(f.resolve()), f"{i:05d}", str(out.path), inp.format,
+                              inp.fields, cfg)) for i, (f, _) in enumerate(found)]
+        forget(out, [k for k, _ in jobs])
         stats = ex.shards(out, ingest.ingest_file, jobs, "ingest")
+        # ids unique per stage: a later input's id that an earlier one has gets a new one
+        renamed = make_unique(out, ex, [(k, s["kept"]) for (k, _), s in
+                                        zip(jobs, stats, strict=True)])
         langs: dict[str, int] = {}
         skipped: dict[str, int] = {}
         for s in stats:
@@ -60,8 +73,9 @@ class Ingest(Stage):
                 langs[k] = langs.get(k, 0) + v
             for k, v in s.get("skipped", {}).items():
                 skipped[k] = skipped.get(k, 0) + v
-        return {**merge_counts(stats), "files": prints,
+        return {**merge_counts(stats), "files": [p for _, p in found],
                 "quarantined": sum(s.get("quarantined", 0) for s in stats),
+                "ids_renamed": renamed,  # kept documents given a new id (docs/outputs.md)
                 "langs": dict(sorted(langs.items())),  # kept documents per language
                 "skipped": dict(sorted(skipped.items())),  # records that are not documents
                 "outputs": {"kept": sorted(out.rel(out.path / k) for s in stats

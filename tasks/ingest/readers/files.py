@@ -4,13 +4,14 @@ is), one document per file; id is a hash of the relative path, source the folder
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import xxhash
 
 from tasks.ingest.config import HTML_EXTS, TEXT_EXTS, opt
-from tasks.ingest.records import Batch, ReadContext, meta_json, qrow, snip
+from tasks.ingest.records import Batch, ReadContext, meta_json, qrow, safe_text, snip
 
 
 def walk_files(root: Path) -> Iterator[Path]:
@@ -33,12 +34,17 @@ def _read_files(path: Path, ctx: ReadContext, exts: tuple[str, ...]) -> Iterator
         if suffix not in exts:
             ctx.skipped[f"files.{suffix.lstrip('.') or 'no_extension'}"] += 1
             continue
-        rel = f.relative_to(root).as_posix()
+        rel = safe_text(f.relative_to(root).as_posix())  # a name need not be UTF-8
         row = {"id": f"{ctx.source}-{xxhash.xxh64_hexdigest(rel.encode())}", "text": "",
                "source": ctx.source, "url": None, "fetched_at": None, "lang": None,
                "lang_score": None, "meta": meta_json({"path": rel})}
         try:
-            size = f.stat().st_size
+            st = f.stat()
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+                batch.quarantine.append(qrow(ctx.label, i, None, f"{rel}: not a regular file",
+                                             None))
+                continue
+            size = st.st_size
             cap = int(opt(cfg, "max_html_bytes") if suffix in HTML_EXTS
                       else opt(cfg, "max_line_bytes"))
             if size > cap:

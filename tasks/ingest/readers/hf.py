@@ -9,10 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from tasks.ingest.config import BATCH_DOCS
-from tasks.ingest.readers.parquet import missing_text, table_batches
+from tasks.ingest.readers.parquet import (
+    Rows,
+    missing_text,
+    open_parquet,
+    parquet_batches,
+    table_batches,
+)
 from tasks.ingest.records import Batch, ReadContext, qrow
 
 
@@ -55,28 +59,31 @@ def read_hf(path: Path, ctx: ReadContext) -> Iterator[Batch]:
     for split, files in splits:
         extra = {"split": split} if split else None
         for p in files:
-            start = position
-            try:
-                if p.suffix == ".parquet":
-                    pf = pq.ParquetFile(p)
-                    schema, n_rows = pf.schema_arrow, pf.metadata.num_rows
-                    batches = pf.iter_batches(batch_size=BATCH_DOCS)
-                else:
-                    schema, batches = _arrow_reader(p)
-                    n_rows = None
-                if ctx.f["text"] not in schema.names:
-                    if n_rows is None:
-                        n_rows = sum(b.num_rows for b in batches)
-                    for b in missing_text(ctx, schema.names, n_rows, f"{p.name}"):
-                        for q in b.quarantine:
-                            q["position"] += start
-                        yield b
-                    position += n_rows
+            if p.suffix == ".parquet":
+                try:
+                    pf = open_parquet(p)
+                except Exception as e:  # noqa: BLE001 - its row count is unknown: one row
+                    yield Batch(quarantine=[qrow(ctx.label, position, None,
+                                                 f"{p.name}: not a readable Parquet file: "
+                                                 f"{type(e).__name__}: {str(e)[:300]}", None)])
                     continue
-                for b in table_batches(ctx, batches, start, extra):
-                    position += len(b) + len(b.quarantine)
-                    yield b
-            except (pa.ArrowInvalid, OSError) as e:
+                yield from parquet_batches(ctx, pf, position, p.name, extra)
+                position += pf.metadata.num_rows
+                continue
+            try:
+                schema, batches = _arrow_reader(p)
+            except Exception as e:  # noqa: BLE001
                 yield Batch(quarantine=[qrow(ctx.label, position, None,
-                                             f"{p.name}: unreadable from this row on: {e}",
-                                             None)])
+                                             f"{p.name}: not a readable Arrow file: "
+                                             f"{type(e).__name__}: {str(e)[:300]}", None)])
+                continue
+            src = Rows(batches)
+            if ctx.f["text"] in schema.names:
+                yield from table_batches(ctx, src, position, extra)
+            else:
+                n = sum(b.num_rows for b in src)
+                yield from missing_text(ctx, schema.names, n, p.name, position)
+            if src.error is not None:  # an IPC stream has no row count: one row for the rest
+                yield Batch(quarantine=[qrow(ctx.label, position + src.rows, None,
+                                             src.why(p.name), None)])
+            position += src.rows

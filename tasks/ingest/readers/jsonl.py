@@ -51,15 +51,19 @@ def read_jsonl(path: Path, ctx: ReadContext) -> Iterator[Batch]:
                     batch.quarantine.append(qrow(ctx.label, lineno, start,
                                                  f"invalid UTF-8: {e}", snip(line)))
                     continue
-                except json.JSONDecodeError as e:
+                except (ValueError, RecursionError) as e:
+                    # bad JSON; an integer past int()'s digit limit (ValueError); nesting past
+                    # the parser's recursion limit (RecursionError)
+                    what = "invalid JSON" if isinstance(e, json.JSONDecodeError) else \
+                        f"unreadable JSON: {type(e).__name__}"
                     batch.quarantine.append(qrow(ctx.label, lineno, start,
-                                                 f"invalid JSON: {e}", snip(line)))
+                                                 f"{what}: {str(e)[:300]}", snip(line)))
                     continue
                 if not isinstance(rec, dict):
                     batch.quarantine.append(qrow(ctx.label, lineno, start,
                                                  "JSON line is not an object", snip(line)))
                     continue
-                ctx.add_record(rec, lineno, batch)
+                ctx.add_record(rec, lineno, batch, start)
                 if batch.full():
                     yield batch
                     batch = Batch()
