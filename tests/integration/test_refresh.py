@@ -97,3 +97,47 @@ def test_refresh_promotes_continues_and_idles(prefect_harness: None, sample_line
     assert cat.promoted("slice")["run_id"] == expected
     print(f"nothing-to-do refresh: {took:.1f}s")
     assert took < 30, took
+
+
+def test_a_refresh_that_dies_after_deciding_leaves_no_trace(
+        prefect_harness: None, sample_lines: list[str], tmp_path: Path, write_recipe: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after its promotion decision (here: the report fails right after it), a refresh
+    promotes nothing, consumes no input and adds nothing to the dedup index; the next refresh,
+    with no new input, trains nothing (its stages are cached), is promoted once it completes,
+    and finds no document "seen before"."""
+    import flows.pipeline
+    from flows.refresh import refresh
+
+    root, inbox = tmp_path / "root", tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "a.jsonl").write_text("\n".join(sample_lines[0::10]) + "\n")
+    recipe = write_recipe(tmp_path / "r.yaml", inbox / "*.jsonl", root)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["stages"]["train"]["max_tokens"] = 8 * 64 * 4
+    raw["stages"]["evaluate"].update(max_docs=10, tasks=[])
+    recipe.write_text(yaml.safe_dump(raw))
+
+    def killed(*_: Any, **__: Any) -> str:
+        raise RuntimeError("killed after the promotion decision")
+
+    with monkeypatch.context() as m:
+        m.setattr(flows.pipeline, "_publish", killed)
+        with pytest.raises(RuntimeError, match="killed after the promotion decision"):
+            refresh(str(recipe))
+    cat = Catalog(root / "catalog.duckdb")
+    failed = cat.runs()[0]
+    assert failed["status"] == "failed"
+    assert cat.promoted("slice") is None and cat.promotions("slice") == []
+    assert cat.consumed_hashes("slice") == set()
+    assert cat.dedup_parts("refresh-slice") == []
+
+    again = refresh(str(recipe))  # no new input: the same file, not consumed by a failed run
+    assert again["status"] == "completed"
+    st = _stages(again)
+    assert st["train"]["cached"] and st["filter"]["cached"]  # nothing trained again
+    assert cat.promoted("slice")["run_id"] == again["run_id"]
+    assert again["promotion"]["promoted"]
+    rules = {r["rule"] for r in cat.show(again["run_id"])["rejections"]}
+    assert not {r for r in rules if r.endswith(".seen_before")}
+    assert len(cat.dedup_parts("refresh-slice")) == 1
