@@ -291,3 +291,25 @@ def read_raw_heldout(paths: list[str | Path], fraction: float,
     t = pa.concat_tables(parts, promote_options="default")
     t = t.take(pc.sort_indices(t, [("id", "ascending")]))
     return t.slice(0, max_docs) if max_docs else t
+
+
+def evaluate_stage(train_dir: Path, data_dir: Path, raw_paths: list[str] | None,
+                   heldout_fraction: float, max_docs: int | None, batch_size: int,
+                   tasks: list[str], max_items: int, seed: int, checkpoints: int,
+                   average_last: int, items_path: Path) -> dict[str, Any]:
+    """The evaluate stage's work, inside its actor: the held-out split is read here and the
+    per-item scores written here — paths travel to the actor, never the texts."""
+    import json
+
+    from tasks.store import write_parquet
+    from tasks.tokenize import read_heldout
+
+    data_dir = Path(data_dir)
+    heldout = (read_raw_heldout(raw_paths, heldout_fraction, max_docs) if raw_paths is not None
+               else read_heldout(data_dir, max_docs))
+    seq_len = json.loads((data_dir / "meta.json").read_text())["seq_len"]
+    res = evaluate_run(train_dir, heldout, seq_len, batch_size, tasks, max_items, seed,
+                       checkpoints, average_last)
+    write_parquet(pa.Table.from_pylist(res.pop("items")), Path(items_path))
+    res["docs"] = len(heldout)
+    return res

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.stage import ActorStage, Executor, Manifest, RunInfo, Upstream
-from tasks.store import StageDir, write_parquet
+from tasks.store import StageDir
 
 
 def eval_rows(res: dict[str, Any]) -> list[tuple[str, str, float]]:
@@ -43,25 +43,17 @@ class Evaluate(ActorStage):
 
     def run(self, run: RunInfo, up: Upstream, out: StageDir, ex: Executor,
             variant: Any = None) -> dict[str, Any]:
-        import pyarrow as pa
-
-        from tasks import tokenize
-        from tasks.evaluate import read_raw_heldout
-
         cfg = run.recipe.stages.evaluate
-        data_dir = run.data_root / up.get("tokenize").output("data_dir")
-        train_dir = run.data_root / Path(variant.output("checkpoint")).parent
-        if cfg.heldout == "raw":
-            docs = read_raw_heldout([run.abs(p) for p in up.get("ingest").kept],
-                                    run.recipe.stages.tokenize.heldout_fraction, cfg.max_docs)
-        else:
-            docs = tokenize.read_heldout(data_dir, cfg.max_docs)
-        seq_len = json.loads((data_dir / "meta.json").read_text())["seq_len"]
-        res = ex.actor("tasks.evaluate:evaluate_run", train_dir, docs, seq_len, cfg.batch_size,
-                       cfg.tasks, cfg.max_items, cfg.seed, cfg.checkpoints, cfg.average_last)
-        write_parquet(pa.Table.from_pylist(res.pop("items")), out.path / "items.parquet")
+        raw = [run.abs(p) for p in up.get("ingest").kept] if cfg.heldout == "raw" else None
+        res = ex.actor("tasks.evaluate:evaluate_stage",
+                       run.data_root / Path(variant.output("checkpoint")).parent,
+                       run.data_root / up.get("tokenize").output("data_dir"), raw,
+                       run.recipe.stages.tokenize.heldout_fraction, cfg.max_docs,
+                       cfg.batch_size, cfg.tasks, cfg.max_items, cfg.seed, cfg.checkpoints,
+                       cfg.average_last, out.path / "items.parquet")
+        n = res.pop("docs")
         (out.path / "results.json").write_text(json.dumps(res, indent=2))
-        return {"docs_in": len(docs), "docs_kept": len(docs), "docs_rejected": 0,
+        return {"docs_in": n, "docs_kept": n, "docs_rejected": 0,
                 "results": res, "outputs": {"results": out.rel(out.path / "results.json"),
                                             "items": out.rel(out.path / "items.parquet")}}
 
