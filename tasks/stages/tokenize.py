@@ -29,7 +29,8 @@ def given_tokenizer(run: RunInfo) -> Path | None:
     vocab = tokenize.check_tokenizer(init.tokenizer)
     if init.data_dir is not None and (init.data_dir / "manifest.json").is_file():
         # BPE may stop short of vocab_size on little text: compare what the recipes asked for
-        vocab = json.loads((init.data_dir / "manifest.json").read_text())["config"]["vocab_size"]
+        config = json.loads((init.data_dir / "manifest.json").read_text())["config"]
+        vocab = config.get("tokenize", config)["vocab_size"]  # (older manifests: flat)
     if cfg.tokenizer:
         if Path(cfg.tokenizer).read_bytes() != init.tokenizer.read_bytes():
             raise ValueError(f"tokenize.tokenizer {cfg.tokenizer} is not the tokenizer of "
