@@ -68,4 +68,7 @@ def test_two_cpu_workers_match_one_process(tmp_path: Path, sample_lines: list[st
     assert [s for s, _ in complete_checkpoints(two_dir)] == [2, 4]
     w1 = load_file(tmp_path / "one" / "checkpoint" / "model.safetensors")
     w2 = load_file(two_dir / "checkpoint" / "model.safetensors")
-    assert max(float(np.abs(w1[k] - w2[k]).max()) for k in w1) < 1e-5
+    # float round-off only: gloo sums two half-batch gradients where one process sums eight
+    # rows, and Adam scales near-zero gradients up to ~lr. The bound was 1e-5; on an AMD EPYC
+    # machine the code from before the stage refactor measures 1.57e-5 here, as does today's
+    assert max(float(np.abs(w1[k] - w2[k]).max()) for k in w1) < 5e-5
