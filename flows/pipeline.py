@@ -84,17 +84,17 @@ def run_stages(ctx: RunContext, until: str | None) -> Upstream:
     last = until or names[-1]
     for i, stage in enumerate(stages):
         group = stage.until_name()
-        if not stage.enabled(ctx.info, up):  # type: ignore[arg-type]
-            continue
-        if stage.resources.gpus > 0 and not any(s.resources.gpus for s in stages[:i]):
-            dask_engine.release_local()  # CPU stages are done; give the cores to training
-        for m in run_stage(ctx, stage, up):
-            up.add(m, docs=stage.produces_docs)
+        if stage.enabled(ctx.info, up):  # type: ignore[arg-type]
+            if stage.resources.gpus > 0 and not any(s.resources.gpus for s in stages[:i]):
+                dask_engine.release_local()  # CPU stages are done; the cores go to training
+            for m in run_stage(ctx, stage, up):
+                up.add(m, docs=stage.produces_docs)
         if stage.name == "ingest" and ctx.recipe.stages.ingest.incremental \
                 and up.get("ingest").docs_in == 0:
             get_run_logger().info("nothing to do: no new input files for recipe %s",
                                   ctx.recipe.name)
             last = group
+        # a group's gate and --until act where the group ends, even if its last stage is off
         group_ends = i + 1 == len(stages) or stages[i + 1].until_name() != group
         if group_ends and group in GATED:
             gated = up.get("tokenize") if group == "tokenize" else up.docs
