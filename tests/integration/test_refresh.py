@@ -6,6 +6,8 @@ promoted model on its held-out data and decides; a third with no new input does 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,7 @@ def _stages(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_refresh_promotes_continues_and_idles(prefect_harness: None, sample_lines: list[str],
-                                              tmp_path: Path, write_recipe: Any,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+                                              tmp_path: Path, write_recipe: Any) -> None:
     from flows.refresh import refresh
 
     root, inbox = tmp_path / "root", tmp_path / "in"
@@ -78,13 +78,13 @@ def test_refresh_promotes_continues_and_idles(prefect_harness: None, sample_line
     expected = second["run_id"] if p["promoted"] else first["run_id"]
     assert cat.promoted("slice")["run_id"] == expected
 
-    # `datamill promoted` prints the promoted run and its checkpoint
-    capsys.readouterr()
-    assert main(["promoted", "slice", "--data-root", str(root), "--json"]) == 0
-    text = capsys.readouterr().out
-    # earlier prints can surface late in this capture (Prefect patches print in flows): the
-    # command's JSON is the object that starts a line
-    out = json.loads(text[text.index("{\n"):] if not text.startswith("{") else text)
+    # `datamill promoted` prints the promoted run and its checkpoint (in a process of its own:
+    # capturing this one's output would leave Prefect's console handler a closed stream)
+    res = subprocess.run([sys.executable, "-m", "flows.cli", "promoted", "slice", "--data-root",
+                          str(root), "--json"], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
     assert out["run_id"] == expected and Path(out["checkpoints"][0]).is_dir()
 
     # no new input: a quick completed run that trains nothing and promotes nothing
