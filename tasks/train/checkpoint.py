@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from tasks.store import fsync_dir, fsync_file
+
 from .config import TrainConfig
 from .model import load_weights
 
@@ -82,9 +84,14 @@ def write_dir(final: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(d, ignore_errors=True)
     tmp.mkdir(parents=True)
     write(tmp)
+    # durable before it is swapped in: after a power loss `final` never names lost data
+    for f in sorted(tmp.rglob("*")):
+        (fsync_file if f.is_file() else fsync_dir)(f)
+    fsync_dir(tmp)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
+    fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

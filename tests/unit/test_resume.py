@@ -164,3 +164,28 @@ def test_data_order_resumes_mid_epoch():
     at_boundary.take(7)
     assert at_boundary.state() == {"epoch": 0, "index": 7}
     assert DataOrder(7, seed=5, **at_boundary.state()).take(13) == expected[7:]
+
+
+def test_checkpoint_dirs_reach_the_disk_before_they_are_swapped_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_dir fsyncs every file of the new checkpoint and its folder before the rename that
+    makes it visible, and the parent after: a power loss never leaves COMPLETE without data."""
+    import os
+
+    from tasks.train.checkpoint import COMPLETE, write_dir
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(f"replace {Path(b).name}"),
+                                                     real_replace(a, b))[1])
+
+    def write(d: Path) -> None:
+        (d / "model.safetensors").write_bytes(b"w" * 100)
+        (d / COMPLETE).write_text("")
+
+    write_dir(tmp_path / "step-2", write)
+    assert (tmp_path / "step-2" / COMPLETE).is_file()
+    swap = events.index("replace step-2")
+    assert events[:swap].count("fsync") >= 3  # two files and the new folder
+    assert events[swap + 1:] == ["fsync"]  # the parent folder, after the rename
