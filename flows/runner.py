@@ -206,8 +206,7 @@ def transient(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or an exception it was raised from) is a lost worker or actor."""
     seen = 0
     while exc is not None and seen < 10:
-        if any(type(exc).__name__ == n or n in {c.__name__ for c in type(exc).__mro__}
-               for n in TRANSIENT):
+        if TRANSIENT & {c.__name__ for c in type(exc).__mro__}:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False

@@ -36,9 +36,6 @@ from pydantic import BaseModel, ConfigDict
 # How a corpus rule fans out: map(fn, [args, ...]) -> [fn(*args), ...], in Dask tasks.
 Mapper = Callable[[Callable[..., Any], Sequence[tuple[Any, ...]]], list[Any]]
 
-DECISION_SCHEMA = pa.schema([("row", pa.int64()), ("rule", pa.string())])
-
-
 class CorpusRuleConfig(BaseModel):
     """Base of every corpus rule's Config: unknown keys are errors that name the key."""
 
@@ -91,44 +88,24 @@ def decision_path(out_dir: Path | str, shard: int) -> Path:
     return Path(out_dir) / f"part-{shard:05d}.parquet"
 
 
-def write_decisions(out_dir: Path, shard: int, rows: np.ndarray, rules: Sequence[str | None]
-                    | pa.Array, extra: dict[str, pa.Array] | None = None) -> None:
-    """One shard's decisions (rows it drops or annotates), written atomically."""
-    from tasks.store import write_parquet
-
-    cols: dict[str, Any] = {"row": pa.array(np.asarray(rows, dtype=np.int64)),
-                            "rule": pa.array(rules, pa.string())
-                            if not isinstance(rules, pa.Array) else rules}
-    cols.update(extra or {})
-    write_parquet(pa.table(cols), decision_path(out_dir, shard))
-
-
 def split_by_shard(out_dir: Path, table: pa.Table, rule: str | None = None) -> dict[str, int]:
     """Write a (shard, row[, rule, annotations...]) table as per-shard decision files; with
     ``rule`` every row gets that rule name. Returns {rule: rows} counts."""
     import pyarrow.compute as pc
 
+    from tasks.store import write_parquet
+
     if rule is not None:
-        table = table.append_column("rule", pa.array([rule] * len(table), pa.string()))
-    counts: dict[str, int] = {}
+        table = table.append_column("rule", pa.repeat(pa.scalar(rule, pa.string()), len(table)))
     if len(table) == 0:
-        return counts
+        return {}
     shards = table.column("shard").to_numpy()
     for s in np.unique(shards):
         part = table.filter(pa.array(shards == s)).drop_columns(["shard"])
-        part = part.take(pc.sort_indices(part, [("row", "ascending")]))
-        write_parquet_decisions(out_dir, int(s), part)
-    for r, n in zip(*np.unique(np.asarray(table.column("rule").to_pylist(), dtype=object)
-                               .astype(str), return_counts=True), strict=True):
-        if r != "None":
-            counts[str(r)] = int(n)
-    return counts
-
-
-def write_parquet_decisions(out_dir: Path, shard: int, part: pa.Table) -> None:
-    from tasks.store import write_parquet
-
-    write_parquet(part, decision_path(out_dir, shard))
+        write_parquet(part.take(pc.sort_indices(part, [("row", "ascending")])),
+                      decision_path(out_dir, int(s)))
+    counts = pc.value_counts(table.column("rule").combine_chunks()).to_pylist()
+    return {c["values"]: int(c["counts"]) for c in counts if c["values"] is not None}
 
 
 def worker_map(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.corpus.base import RuleContext, split_by_shard
+from tasks.filters import dedup
 
 
 def hash_keys(scored: pa.Table, shard: int, rows: np.ndarray, column: str) -> pa.Table:
@@ -34,12 +35,6 @@ def indexed_hashes(parts: list[dict[str, Any]], column: str) -> pa.Array | None:
     return pa.chunked_array(found).combine_chunks() if found else None
 
 
-def survivors(keys: pa.Table) -> pa.Table:
-    """(shard, row) of every document whose hash was already seen at a smaller (shard, row)."""
-    from tasks.filters import dedup
-
-    return dedup.duplicates(keys)
-
 
 def decide_by_hash(key_files: list[str], out_dir: Path, ctx: RuleContext, index_column: str,
                    rule: str, seen_rule: str) -> dict[str, Any]:
@@ -53,11 +48,12 @@ def decide_by_hash(key_files: list[str], out_dir: Path, ctx: RuleContext, index_
     seen = indexed_hashes(ctx.index_parts, index_column) if ctx.index_parts else None
     if seen is not None and len(keys):
         hit = pc.is_in(keys.column("hash"), value_set=seen)
-        drops.append(keys.filter(hit).select(["shard", "row"]).append_column(
-            "rule", pa.array([seen_rule] * int(pc.sum(hit).as_py() or 0), pa.string())))
+        seen_keys = keys.filter(hit).select(["shard", "row"])
+        drops.append(seen_keys.append_column(
+            "rule", pa.repeat(pa.scalar(seen_rule, pa.string()), len(seen_keys))))
         keys = keys.filter(pc.invert(hit))
-    dup = survivors(keys)
-    drops.append(dup.append_column("rule", pa.array([rule] * len(dup), pa.string())))
+    dup = dedup.duplicates(keys)  # first by (shard, row) survives
+    drops.append(dup.append_column("rule", pa.repeat(pa.scalar(rule, pa.string()), len(dup))))
     counts = split_by_shard(out_dir, pa.concat_tables(drops))
     return {"dropped": counts, "keys": len(keys)}
 

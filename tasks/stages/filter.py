@@ -83,12 +83,16 @@ class Filter(Stage):
     def _index_parts(self, run: RunInfo, up: Upstream) -> list[dict[str, Any]]:
         from tasks import dedup_index
 
+        if hasattr(self, "_parts"):  # read once: the version and the run see the same parts
+            return self._parts  # type: ignore[has-type, no-any-return]
         f = run.recipe.stages.filter
-        if not (f.dedup_index and f.corpus_rules()):
-            return []
-        # the index parts seen are an input: a new part elsewhere means a new decision here
-        parts = dedup_index.snapshot(run.catalog, f.dedup_index, up.docs.version)
-        return [{**p, "files": [run.abs(x) for x in p["files"]]} for p in parts]
+        parts = []
+        if f.dedup_index and f.corpus_rules():
+            # the index parts seen are an input: a new part elsewhere means a new decision here
+            parts = [{**p, "files": [run.abs(x) for x in p["files"]]}
+                     for p in dedup_index.snapshot(run.catalog, f.dedup_index, up.docs.version)]
+        self._parts = parts
+        return parts
 
     def config(self, run: RunInfo, variant: Any = None) -> Any:
         f = run.recipe.stages.filter
