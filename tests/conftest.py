@@ -84,3 +84,18 @@ def _write_recipe(path: Path, inputs: Path, data_root: Path, seeds: list[int] | 
 def write_recipe() -> Any:
     """Writes a small recipe over the slice: tiny tokenizer and model, a few training steps."""
     return _write_recipe
+
+
+@pytest.fixture(scope="session")
+def sample_run(prefect_harness: None, sample_slice: Path, tmp_path_factory: pytest.TempPathFactory,
+               write_recipe: Any) -> dict[str, Any]:
+    """One completed run of the slice recipe, shared by the tests that only read a run
+    (export, inspect, show/--json). Read-only: run no other recipe in its data root."""
+    from flows.pipeline import run_recipe
+
+    tmp = tmp_path_factory.mktemp("sample-run")
+    recipe = _write_recipe(tmp / "recipe.yaml", sample_slice, tmp / "root")
+    summary = run_recipe(str(recipe))
+    assert summary["status"] == "completed", summary
+    return {"summary": summary, "recipe": recipe, "root": tmp / "root", "tmp": tmp,
+            "run_id": summary["run_id"]}
