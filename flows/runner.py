@@ -26,6 +26,7 @@ from infra import dask as dask_engine
 from infra import ray as ray_engine
 from tasks.catalog import Catalog
 from tasks.identity import versioned
+from tasks.profile import summarize
 from tasks.stage import Manifest, Resources, RunInfo, Stage, Upstream, output_files
 from tasks.store import StageDir, run_marked, version_of
 
@@ -61,6 +62,7 @@ class Engines:
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
+        self.profiles: list[dict[str, Any]] = []  # one per shard run (or found done)
 
     def shards(self, out: StageDir, fn: Callable[..., dict[str, Any]],
                jobs: Sequence[tuple[str, tuple[Any, ...]]], desc: str,
@@ -82,6 +84,8 @@ class Engines:
             else:
                 got = dask_engine.map_shards(run_marked, calls, desc)
             results.update({k: r for (k, _), r in zip(todo, got, strict=True)})
+        self.profiles += [dict(results[k].get("profile") or {}, desc=desc, shard=k)
+                          for k, _ in jobs if isinstance(results[k], dict)]
         return [results[k] for k, _ in jobs]
 
     def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], desc: str
@@ -158,13 +162,15 @@ def execute_stage(ctx: RunContext, stage: Stage, up: Upstream, variant: Any = No
                      m.docs_kept)
         else:
             sd.path.mkdir(parents=True, exist_ok=True)
-            body = stage.run(run, up, sd, Engines(stage.resources), variant)
+            engines = Engines(stage.resources)
+            body = stage.run(run, up, sd, engines, variant)
             outs = output_files(body.get("outputs", {}))
             # what the manifest vouches for: a later cache hit checks these still exist
             present = sorted(f for f in outs if (ctx.data_root / f).exists())
             m = Manifest.from_dict(sd.finish({"config": config, "inputs": inputs,
                                               "seconds": time.perf_counter() - t0,
-                                              **body, "present": present}))
+                                              **body, "present": present,
+                                              "profile": stage_profile(engines.profiles)}))
             log.info("%s %s: %d docs in, %d kept, %d rejected in %.1fs", stage.name, version,
                      m.docs_in, m.docs_kept, m.docs_rejected, m.seconds)
             if m.extra.get("incomplete"):  # e.g. LLM requests that failed transiently
@@ -182,6 +188,13 @@ def execute_stage(ctx: RunContext, stage: Stage, up: Upstream, variant: Any = No
     stage.after(run, up, m, variant)
     publish_artifacts(run)
     return m
+
+
+def stage_profile(shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per shard step (``desc``: score, filter, ...) the summed shard profiles, and the rows."""
+    steps = {d: summarize(p for p in shards if p["desc"] == d)
+             for d in dict.fromkeys(p["desc"] for p in shards)}
+    return {"steps": steps, "shards": shards}
 
 
 def publish_artifacts(run: RunInfo) -> None:

@@ -159,8 +159,13 @@ def merge_counts(stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def run_marked(marker: str, fn: Any, *args: Any) -> dict[str, Any]:
     """Run one shard's work and then write its marker (on whichever worker runs it), so a
-    re-run after a crash skips exactly the shards that finished."""
-    stats = fn(*args)
+    re-run after a crash skips exactly the shards that finished. The marker also keeps the
+    shard's profile (wall and CPU time, bytes read and written: tasks/profile.py)."""
+    from tasks.profile import measured
+
+    stats, profile = measured(fn, *args)
+    if isinstance(stats, dict):
+        stats = {**stats, "profile": profile}
     atomic_write_json(Path(marker), stats)
     return stats
 

@@ -120,4 +120,4 @@ def test_stage_files_are_fsynced_before_their_rename(tmp_path: Path,
     assert events == ["fsync", "replace part-00000.parquet", "fsync",
                       "fsync", "replace 00000.json", "fsync",
                       "fsync", "replace manifest.json", "fsync"]
-    assert sd.done() and sd.shard_done("00000") == {"docs_in": 1}
+    assert sd.done() and sd.shard_done("00000")["docs_in"] == 1

@@ -30,7 +30,9 @@ def test_stage_dir_manifest_and_shard_markers(tmp_path: Path) -> None:
     sd = StageDir(tmp_path, "ingest", "abc")
     assert not sd.done()
     stats = run_marked(str(sd.shard_marker("00001")), lambda n: {"docs_in": n}, 3)
-    assert stats == {"docs_in": 3} and sd.shard_done("00001") == {"docs_in": 3}
+    assert stats["docs_in"] == 3 and sd.shard_done("00001") == stats
+    # the marker keeps where the shard's time went
+    assert set(stats["profile"]) == {"wall_s", "cpu_s", "read_bytes", "write_bytes"}
     assert sd.shard_done("00002") is None
     sd.finish({"docs_in": 3, "docs_kept": 3, "docs_rejected": 0})
     assert sd.done() and sd.manifest()["version"] == "abc"
