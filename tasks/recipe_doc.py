@@ -39,6 +39,7 @@ def _marks(f: Any) -> str:
 
 def _doc_models() -> list[tuple[str, type[BaseModel]]]:
     from tasks.filters.base import REGISTRY
+    from tasks.train.options import MixingConfig, MixTemperature, OrderConfig
 
     models: list[tuple[str, type[BaseModel]]] = [
         ("recipe", Recipe), ("input", InputConfig), ("stages", StagesConfig),
@@ -50,6 +51,8 @@ def _doc_models() -> list[tuple[str, type[BaseModel]]]:
     ]
     models += [(f"stages.filter.filters.{n}", get_filter(n).Config) for n in REGISTRY]
     models += [("stages.tokenize", TokenizeConfig), ("stages.train", _train_config_cls()),
+               ("stages.train.mix_temperature", MixTemperature),
+               ("stages.train.mixing", MixingConfig), ("stages.train.order", OrderConfig),
                ("stages.evaluate", EvaluateConfig), ("stages.extra[]", ExtraStage),
                ("contracts", ContractsConfig),
                ("refresh", RefreshConfig)]

@@ -7,6 +7,10 @@ document and cut into fixed-length rows per source saved as ``.npy`` (memory-map
 trainer). A source's tokens short of a full row in one shard are carried, not dropped: after
 all shards, ``pack_remainders`` packs each source's carried tokens (in shard order) into more
 rows, and only what is left below one row per source is dropped, and counted.
+
+With a score column (a curriculum, ``train.order.by``), each row also gets a score: the
+token-weighted mean of its documents' scores (documents without one left out), saved beside
+the rows as ``*.score.npy`` and named in meta.json.
 """
 
 from __future__ import annotations
@@ -103,8 +107,26 @@ def _cut_rows(streams: dict[str, np.ndarray], seq_len: int, dtype: Any
     return rows, ranges, rest
 
 
+def row_scores(token_scores: np.ndarray) -> np.ndarray:
+    """Per row of per-token scores (n, seq_len): the mean over its scored tokens (NaN = none),
+    i.e. the token-weighted mean of its documents' scores."""
+    have = ~np.isnan(token_scores)
+    n = have.sum(axis=1)
+    total = np.where(have, token_scores, 0.0).sum(axis=1, dtype=np.float64)
+    return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float32)
+
+
+def _doc_scores(t: pa.Table, column: str, path: str) -> list[float]:
+    try:
+        values = t.column(column).cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ValueError(f"{path}: score column {column!r} is not numeric ({e})") from None
+    return [np.nan if v is None else v for v in values.to_pylist()]
+
+
 def pack_shard(
-    in_path: str, tokenizer_path: str, out_dir: str, key: str, seq_len: int, fraction: float
+    in_path: str, tokenizer_path: str, out_dir: str, key: str, seq_len: int, fraction: float,
+    score_column: str | None = None,
 ) -> dict[str, Any]:
     """Encode one kept shard: training docs -> ``train/part-<key>.npy`` rows of seq_len tokens;
     held-out docs -> ``heldout/part-<key>.parquet``.
@@ -113,7 +135,9 @@ def pack_shard(
     belongs to exactly one source and the trainer can sample by domain weight: the shard's
     ``sources`` maps a source to its row range [start, stop). Each source's last partial row is
     not dropped but carried: its tokens go to ``remainder/part-<key>.npy`` (one flat array,
-    ``remainder_sources`` maps a source to its slice) for ``pack_remainders``."""
+    ``remainder_sources`` maps a source to its slice) for ``pack_remainders``. With
+    `score_column`, ``train/part-<key>.score.npy`` holds each row's score and
+    ``remainder/part-<key>.score.npy`` each carried token's."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(tokenizer_path)
@@ -122,18 +146,31 @@ def pack_shard(
         raise ValueError(f"{tokenizer_path}: no {EOS} token; packing needs it between documents")
     dtype = _dtype(tok)
     out = Path(out_dir)
-    t = pq.read_table(in_path, columns=["id", "text", "source", "lang"])
+    columns = ["id", "text", "source", "lang"]
+    if score_column is not None:
+        names = pq.read_schema(in_path).names
+        if score_column not in names:
+            raise ValueError(f"{in_path}: no score column {score_column!r} (train.order.by) in "
+                             f"the kept documents; columns: {sorted(names)}")
+        columns += [score_column] if score_column not in columns else []
+    t = pq.read_table(in_path, columns=columns)
     held = heldout_mask(t.column("id").combine_chunks(), fraction)
-    write_parquet(t.filter(pa.array(held)), out / "heldout" / f"part-{key}.parquet")
+    write_parquet(t.select(["id", "text", "source", "lang"]).filter(pa.array(held)),
+                  out / "heldout" / f"part-{key}.parquet")
     train = t.filter(pa.array(~held))
 
     pieces: dict[str, list[np.ndarray]] = {}  # insertion order = first appearance
+    scored: dict[str, list[np.ndarray]] = {}  # per token: its document's score
     texts = train.column("text").to_pylist()
     sources = train.column("source").to_pylist()
+    scores = _doc_scores(train, score_column, in_path) if score_column else None
     for start in range(0, len(texts), 1_000):
         encs = tok.encode_batch(texts[start:start + 1_000], add_special_tokens=False)
-        for enc, src in zip(encs, sources[start:start + 1_000], strict=True):
+        for i, (enc, src) in enumerate(zip(encs, sources[start:start + 1_000], strict=True)):
             pieces.setdefault(src or "", []).append(np.asarray(enc.ids + [eos_id], dtype=dtype))
+            if scores is not None:
+                scored.setdefault(src or "", []).append(
+                    np.full(len(enc.ids) + 1, scores[start + i], dtype=np.float32))
     streams = {src: np.concatenate(docs) for src, docs in pieces.items()}
     rows, ranges, rest = _cut_rows(streams, seq_len, dtype)
     _save_npy(out / "train" / f"part-{key}.npy", rows)
@@ -142,8 +179,19 @@ def pack_shard(
                if hi > lo}
     _save_npy(out / "remainder" / f"part-{key}.npy",
               np.concatenate(list(rest.values())) if rest else np.zeros(0, dtype=dtype))
+    extra: dict[str, str] = {}
+    if scores is not None:
+        token_scores = {src: np.concatenate(scored[src]) for src in streams}
+        score_rows, _, score_rest = _cut_rows(token_scores, seq_len, np.float32)
+        extra = {"score": f"train/part-{key}.score.npy",
+                 "remainder_score": f"remainder/part-{key}.score.npy"}
+        _save_npy(out / extra["score"], row_scores(score_rows))
+        _save_npy(out / extra["remainder_score"],
+                  np.concatenate(list(score_rest.values())) if score_rest
+                  else np.zeros(0, dtype=np.float32))
     tokens = sum(len(s) for s in streams.values())
     return {
+        **extra,
         "docs_in": len(t),
         "docs_kept": len(t),
         "docs_rejected": 0,
@@ -170,22 +218,35 @@ def pack_remainders(out_dir: str, seq_len: int, shards: list[dict[str, Any]]) ->
     the shards' remainder files, so a re-run after a crash writes the same rows."""
     out = Path(out_dir)
     parts: dict[str, list[np.ndarray]] = {}
+    score_parts: dict[str, list[np.ndarray]] = {}
     dtype: Any = np.uint16
+    scored = bool(shards) and all("remainder_score" in s for s in shards)
     for s in shards:
         flat = np.load(out / s["remainder"], allow_pickle=False)
+        flat_scores = np.load(out / s["remainder_score"]) if scored else None
         dtype = flat.dtype
         for src, (lo, hi) in s["remainder_sources"].items():
             parts.setdefault(src, []).append(flat[lo:hi])
+            if flat_scores is not None:
+                score_parts.setdefault(src, []).append(flat_scores[lo:hi])
     streams = {src: np.concatenate(parts[src]) for src in sorted(parts)}
     rows, ranges, rest = _cut_rows(streams, seq_len, dtype)
     _save_npy(out / "train" / "remainder.npy", rows)
+    extra = {}
+    if scored:
+        token_scores = {src: np.concatenate(score_parts[src]) for src in streams}
+        extra = {"score": "train/remainder.score.npy"}
+        _save_npy(out / extra["score"],
+                  row_scores(_cut_rows(token_scores, seq_len, np.float32)[0]))
     return {"shard": "train/remainder.npy", "n_seq": len(rows), "sources": ranges,
-            "tokens_dropped": {src: int(len(r)) for src, r in rest.items()}}
+            "tokens_dropped": {src: int(len(r)) for src, r in rest.items()}, **extra}
 
 
-def write_meta(out_dir: Path, tokenizer_path: Path, seq_len: int, shards: list[dict]) -> dict:
+def write_meta(out_dir: Path, tokenizer_path: Path, seq_len: int, shards: list[dict],
+               row_score: str | None = None) -> dict:
     """meta.json, the index of the packed data: vocabulary, dtype, and per shard its path, row
-    count and row range per source (what the trainer's domain sampling and replay read)."""
+    count and row range per source (what the trainer's domain sampling and replay read); with
+    `row_score` (the score column), each shard's per-row score file."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tokenizer_path))
@@ -196,9 +257,12 @@ def write_meta(out_dir: Path, tokenizer_path: Path, seq_len: int, shards: list[d
         "eos_token": EOS,
         "seq_len": seq_len,
         "dtype": np.dtype(_dtype(tok)).name,
-        "train_shards": [{"path": s["shard"], "n_seq": s["n_seq"], "sources": s["sources"]}
+        "train_shards": [{"path": s["shard"], "n_seq": s["n_seq"], "sources": s["sources"],
+                          **({"score": s["score"]} if row_score else {})}
                          for s in shards if s["n_seq"] > 0],
     }
+    if row_score:
+        meta["row_score"] = row_score
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     return meta
 

@@ -42,6 +42,12 @@ def given_tokenizer(run: RunInfo) -> Path | None:
     return init.tokenizer
 
 
+def row_score_column(run: RunInfo) -> str | None:
+    """The score column each row carries: train.order.by when the recipe has a curriculum."""
+    order = run.recipe.train_config().order
+    return order.by if order is not None else None
+
+
 def train_tokenizer(kept: list[str], cfg: Any, out: str) -> str:
     from tasks import tokenize
 
@@ -68,8 +74,11 @@ class Tokenize(Stage):
     def config(self, run: RunInfo, variant: Any = None) -> Any:
         given = self._given(run)
         # a given tokenizer: its content, not its path, is what the stage depends on
-        return {"tokenize": run.recipe.stages.tokenize,
-                "given_tokenizer": file_digest(given) if given is not None else None}
+        config = {"tokenize": run.recipe.stages.tokenize,
+                  "given_tokenizer": file_digest(given) if given is not None else None}
+        if score := row_score_column(run):  # only then: other recipes keep their versions
+            config["row_score"] = score
+        return config
 
     def run(self, run: RunInfo, up: Upstream, out: StageDir, ex: Executor,
             variant: Any = None) -> dict[str, Any]:
@@ -82,14 +91,15 @@ class Tokenize(Stage):
             shutil.copyfile(given, tok_path)
         elif not tok_path.exists():
             ex.task(train_tokenizer, kept, cfg, str(tok_path), desc="tokenizer")
+        score = row_score_column(run)  # a curriculum: each row's score is packed with it
         jobs = [(shard_key(p), (p, str(tok_path), str(out.path), shard_key(p), cfg.seq_len,
-                                cfg.heldout_fraction)) for p in kept]
+                                cfg.heldout_fraction, score)) for p in kept]
         stats = ex.shards(out, tokenize.pack_shard, jobs, "tokenize")
         # after every shard: each source's carried tokens packed in shard order (idempotent,
         # so a re-run after a crash here writes the same rows)
         rest = ex.task(tokenize.pack_remainders, str(out.path), cfg.seq_len, stats,
                        desc="tokenize remainders")
-        meta = tokenize.write_meta(out.path, tok_path, cfg.seq_len, [*stats, rest])
+        meta = tokenize.write_meta(out.path, tok_path, cfg.seq_len, [*stats, rest], score)
         by_source: dict[str, int] = {}
         for s in stats:
             for src, n in s["tokens_by_source"].items():

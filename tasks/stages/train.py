@@ -24,8 +24,11 @@ def tail_metrics(path: Path, stop: threading.Event, log: Any) -> None:
                 fh.seek(pos)
                 while (line := fh.readline()).endswith("\n"):
                     m = json.loads(line)
-                    log.info("train step %d loss %.4f lr %.2e grad_norm %.3f %.0f tok/s",
-                             m["step"], m["loss"], m["lr"], m["grad_norm"], m["tokens_per_s"])
+                    mix = " mix " + " ".join(f"{k}={v:.3f}" for k, v in m["mix"].items()) \
+                        if "mix" in m else ""
+                    log.info("train step %d loss %.4f lr %.2e grad_norm %.3f %.0f tok/s%s",
+                             m["step"], m["loss"], m["lr"], m["grad_norm"], m["tokens_per_s"],
+                             mix)
                     pos = fh.tell()
         if stopped:
             return
@@ -43,9 +46,24 @@ def train_workers(tcfg: Any, gpus: int, log: Any) -> int:
     return 1
 
 
+def log_plan(tcfg: Any, data_dir: Path, init: Any, log: Any) -> dict[str, Any]:
+    """The epochs each source will see (and a warning when data repeats), before training."""
+    from tasks.train import prepare
+    from tasks.train.repetition import describe, repeat_warning
+
+    meta = json.loads((data_dir / "meta.json").read_text())
+    plan = prepare(tcfg, data_dir, meta, init).plan
+    log.info("%s", describe(plan))
+    if warning := repeat_warning(plan):
+        log.warning("%s", warning)
+    return plan
+
+
 class Train(ActorStage):
     name = "train"
-    code_version = 2  # 2: checkpoint/datamill.json (its data, for init_from), summary.json
+    # 2: checkpoint/datamill.json (its data, for init_from), summary.json; 3: batches filled
+    # from per-source pools deterministically (exact epochs), the data plan in the summary
+    code_version = 3
     recipe_key = "stages.train"
     inputs = ("data_dir",)
     outputs = ("checkpoint", "metrics")
@@ -73,11 +91,13 @@ class Train(ActorStage):
         if init is not None:
             run.log.info("continuing from %s (replay %.0f%% of %s)", init.checkpoint,
                          100 * tcfg.replay, tcfg.replay_data or init.data_dir)
+        data_dir = Path(run.abs(tok.output("data_dir")))
+        plan = log_plan(tcfg, data_dir, init, run.log)
         metrics = out.path / "metrics.jsonl"  # train() resumes it after a crash, or starts it
         stop = threading.Event()
         tail = threading.Thread(target=tail_metrics, args=(metrics, stop, run.log), daemon=True)
         tail.start()
-        kwargs = {"config": tcfg, "data_dir": Path(run.abs(tok.output("data_dir"))),
+        kwargs = {"config": tcfg, "data_dir": data_dir,
                   "out_dir": out.path, "metrics_path": metrics, "init": init}
         try:
             workers = train_workers(tcfg, int(ex.gpus()), run.log)
@@ -92,6 +112,7 @@ class Train(ActorStage):
             tail.join(timeout=5)
         n = tok.extra["train_docs"]
         return {"docs_in": n, "docs_kept": n, "docs_rejected": 0, "summary": summary,
+                "data_plan": plan, "epochs": summary["epochs"], "mixing": summary["mixing"],
                 "init": {"run_id": init.run_id, "identity": init.identity,
                          "checkpoint": str(init.checkpoint)} if init else None,
                 "outputs": {"checkpoint": out.rel(out.path / "checkpoint"),
@@ -104,6 +125,13 @@ class Train(ActorStage):
             m = json.loads(line)
             rows += [(m["step"], k, float(m[k])) for k in ("loss", "lr", "grad_norm",
                                                           "tokens_per_s")]
+            # the sampling proportions of the logged steps, per pool
+            rows += [(m["step"], f"mix.{pool}", float(v)) for pool, v in m.get("mix", {}).items()]
+        summary = manifest.extra.get("summary", {})
+        end = int(summary.get("steps", 0))
+        rows += [(end, f"epochs.{src}", float(e)) for src, e in summary.get("epochs", {}).items()]
+        for r in (summary.get("mixing") or {}).get("rounds", []):  # Aioli's proportions
+            rows += [(r["step"], f"aioli.{src}", float(v)) for src, v in r["proportions"].items()]
         run.catalog.record_metrics(run.run_id, rows, seed=variant.seed)
         run.artifacts.append(loss_curve(run))
 

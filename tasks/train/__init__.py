@@ -1,9 +1,11 @@
 """Train a small Llama-style proxy LM on a tokenized data directory.
 
 One readable loop in the spirit of nanoGPT (`loop.train`) over seeded, source-weighted data
-(`data`), writing a Hugging Face checkpoint that `AutoModelForCausalLM` / `AutoTokenizer` load
-offline. Continual pre-training (`init_from`, `continual`) starts from a previous run's model and
-replays its data; `average_last` averages the last k checkpoints into the final one. With
+(`data`, `mixing`; online mixing: `aioli`; epochs and max_epochs caps: `repetition`; a
+quality-ordered curriculum: `curriculum`; all prepared by `sampling`), writing a Hugging
+Face checkpoint that `AutoModelForCausalLM` / `AutoTokenizer` load offline. Continual
+pre-training (`init_from`, `continual`) starts from a previous run's model and replays its
+data; `average_last` averages the last k checkpoints into the final one. With
 `checkpoint_every` the run is resumable (`checkpoint`): a later `train()` on the same out_dir
 carries on from the newest complete checkpoint, giving the same losses and weights as an
 uninterrupted run.
@@ -28,8 +30,9 @@ from .checkpoint import (
 )
 from .config import BOOKKEEPING_FIELDS, PRESETS, TrainConfig, lr_at
 from .continual import INIT_INFO, InitSource, load_init_model, resolve_init
-from .data import REPLAY, DataOrder, Mixture, PackedSequences, mixture_pools, sequence_order
+from .data import REPLAY, Allocator, DataOrder, Mixture, PackedSequences, sequence_order
 from .loop import train, train_seeds
+from .mixing import mixture_pools
 from .model import (
     PEAK_BF16_FLOPS,
     build_model,
@@ -38,6 +41,9 @@ from .model import (
     make_optimizer,
     resolve_device,
 )
+from .options import MixingConfig, MixTemperature, OrderConfig
+from .repetition import epochs_table
+from .sampling import prepare
 
 __all__ = [
     "BOOKKEEPING_FIELDS",
@@ -47,14 +53,19 @@ __all__ = [
     "PEAK_BF16_FLOPS",
     "PRESETS",
     "REPLAY",
+    "Allocator",
     "DataOrder",
     "InitSource",
+    "MixTemperature",
+    "MixingConfig",
     "Mixture",
+    "OrderConfig",
     "PackedSequences",
     "TrainConfig",
     "average_checkpoints",
     "build_model",
     "complete_checkpoints",
+    "epochs_table",
     "flops_per_token",
     "known_peak_flops",
     "load_init_model",
@@ -62,6 +73,7 @@ __all__ = [
     "lr_at",
     "make_optimizer",
     "mixture_pools",
+    "prepare",
     "read_train_state",
     "resolve_device",
     "resolve_init",

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tasks.identity import OPERATIONAL, is_operational
 
+from .options import MixingConfig, MixTemperature, OrderConfig
+
 # LlamaConfig kwargs per model size. Parameter counts are for the transformer blocks only
 # (embeddings are tied, so they add vocab_size * hidden_size once).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -42,6 +44,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# checkpoints averaged by default with a curriculum (order)
+CURRICULUM_AVERAGE = 6
+
 # Fields that change what is logged or saved, not the weights: a resumed run may use other values
 # (say, checkpoint more often after a crash) and still continue the same trajectory.
 # `workers` splits the same global batch over processes: the same trajectory up to float
@@ -61,9 +66,10 @@ class TrainConfig(BaseModel):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the decay ends at this * lr")
     warmup_steps: int = Field(20, ge=0, description="linear warmup steps (from 0; with "
                               "init_from this is the re-warming)")
-    schedule: Literal["cosine", "wsd"] = Field(
-        "cosine", description="after warmup: cosine decay, or warmup-stable-decay (constant lr, "
-        "then a linear decay over the last decay_fraction of steps)")
+    schedule: Literal["cosine", "wsd", "constant"] = Field(
+        "cosine", description="after warmup: cosine decay, warmup-stable-decay (constant lr, "
+        "then a linear decay over the last decay_fraction of steps), or constant (no decay; "
+        "the default with order)")
     decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps that decay")
     weight_decay: float = Field(0.1, ge=0, description="AdamW, on 2-D weights only")
     beta1: float = Field(0.9, ge=0, lt=1)
@@ -108,7 +114,29 @@ class TrainConfig(BaseModel):
         None, description="tokenized data dir to replay instead of the init run's own")
     average_last: int = Field(
         0, ge=0, description="average the weights of the last k resumable checkpoints into "
-        "the final one (needs checkpoint_every and keep_checkpoints >= k); 0 or 1 = off")
+        "the final one (needs checkpoint_every and keep_checkpoints >= k); 0 or 1 = off; "
+        f"{CURRICULUM_AVERAGE} by default with order")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the embeddings, attention weights and each "
+        "block's attention and MLP outputs while training (multi-epoch runs: 'To Repeat or Not "
+        "To Repeat'); 0 = none")
+    max_epochs: float | dict[str, float] | None = Field(
+        None, description="cap on the epochs each source is seen: one number for every source, "
+        "or per source ({wikipedia: 2}; unlisted = no cap); null = no cap")
+    on_max_epochs: Literal["downweight", "stop"] = Field(
+        "downweight", description="a capped source about to exceed max_epochs: downweight it "
+        "(the others renormalised), or stop training before it would")
+    source_loss_weights: dict[str, float] = Field(
+        default_factory=dict, description="loss weight per source (upweighting instead of "
+        "upsampling; unlisted = 1), e.g. {python-docs: 3.0}")
+    mix_temperature: MixTemperature | None = Field(
+        None, description="temperature sampling p_s ~ n_s^(1/T), T moving from start to end "
+        "over training; null = natural proportions")
+    mixing: MixingConfig | None = Field(
+        None, description="online data mixing ({method: aioli}); null = fixed proportions")
+    order: OrderConfig | None = Field(
+        None, description="curriculum: rows in the order of a per-row score ({by: COLUMN}); "
+        "null = shuffled")
 
     @field_validator("preset")
     @classmethod
@@ -117,13 +145,32 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown preset {v!r}; known: {sorted(PRESETS)}")
         return v
 
-    @field_validator("source_weights", "anneal_source_weights")
+    @field_validator("source_weights", "anneal_source_weights", "source_loss_weights")
     @classmethod
     def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
         bad = {k: w for k, w in v.items() if not w >= 0}
         if bad:
             raise ValueError(f"weights must be >= 0, got {bad}")
         return v
+
+    @field_validator("max_epochs")
+    @classmethod
+    def _positive_caps(cls, v: float | dict[str, float] | None) -> Any:
+        caps = v.values() if isinstance(v, dict) else [] if v is None else [v]
+        if any(not c > 0 for c in caps):
+            raise ValueError(f"max_epochs must be > 0, got {v}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _curriculum_defaults(cls, data: Any) -> Any:
+        """The remedy of 'How Learning Rate Decay Wastes Your Best Data' paired with a
+        curriculum: a constant lr and the average of the last checkpoints, unless set."""
+        if isinstance(data, dict) and data.get("order") is not None:
+            data = {"schedule": "constant", "average_last": CURRICULUM_AVERAGE, **data}
+            if int(data["average_last"]) > 1:
+                data.setdefault("keep_checkpoints", data["average_last"])
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -132,9 +179,29 @@ class TrainConfig(BaseModel):
                              f"{self.workers}")
         if self.average_last > 1 and (self.checkpoint_every == 0
                                       or self.keep_checkpoints < self.average_last):
+            why = (" (order averages the last checkpoints by default; average_last: 0 turns "
+                   "that off)" if self.order is not None else "")
             raise ValueError(f"average_last {self.average_last} needs checkpoint_every > 0 and "
-                             f"keep_checkpoints >= {self.average_last}")
+                             f"keep_checkpoints >= {self.average_last}{why}")
+        if self.mixing is not None:
+            if self.on_max_epochs == "stop" and self.max_epochs is not None:
+                raise ValueError("mixing keeps sources under max_epochs by down-weighting them; "
+                                 "on_max_epochs: stop needs fixed proportions (no mixing)")
+            if self.mix_temperature is not None or self.anneal_source_weights:
+                raise ValueError("mixing sets the proportions itself: drop mix_temperature and "
+                                 "anneal_source_weights")
         return self
+
+    def cap(self, source: str) -> float | None:
+        """max_epochs of one source (None = no cap)."""
+        if isinstance(self.max_epochs, dict):
+            return self.max_epochs.get(source)
+        return self.max_epochs
+
+    def per_source(self) -> bool:
+        """Whether rows are drawn from one pool per source (any per-source sampling feature)."""
+        return bool(self.source_weights or self.anneal_source_weights or self.mix_temperature
+                    or self.mixing or self.max_epochs is not None)
 
     def tokens_per_step(self, seq_len: int) -> int:
         return self.batch_size * seq_len * self.grad_accum
@@ -160,13 +227,16 @@ BOOKKEEPING_FIELDS = frozenset(n for n in TrainConfig.model_fields
 def lr_at(step: int, total_steps: int, config: TrainConfig) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warmup, then the decay.
 
-    Warmup reaches the peak lr at step warmup_steps - 1. cosine: falls from lr at step
-    warmup_steps to min_lr_ratio * lr at the last step (total_steps - 1). wsd: holds the peak,
-    then over the last round(decay_fraction * total_steps) steps falls linearly, reaching
-    min_lr_ratio * lr at the last step (the decay phase is what a continued run re-does).
+    Warmup reaches the peak lr at step warmup_steps - 1. constant: stays there. cosine: falls
+    from lr at step warmup_steps to min_lr_ratio * lr at the last step (total_steps - 1). wsd:
+    holds the peak, then over the last round(decay_fraction * total_steps) steps falls
+    linearly, reaching min_lr_ratio * lr at the last step (the decay phase is what a continued
+    run re-does).
     """
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.lr
     min_lr = config.lr * config.min_lr_ratio
     if config.schedule == "wsd":
         decay_steps = max(1, round(config.decay_fraction * total_steps))

@@ -1,7 +1,11 @@
 """The training loop, in the spirit of nanoGPT: seeded data order, AdamW, linear warmup then
-cosine or warmup-stable-decay (WSD), gradient clipping and accumulation, JSONL metrics, and a
-Hugging Face checkpoint (safetensors + tokenizer) that `AutoModelForCausalLM` / `AutoTokenizer`
-load offline.
+cosine, warmup-stable-decay (WSD) or constant, gradient clipping and accumulation, JSONL
+metrics, and a Hugging Face checkpoint (safetensors + tokenizer) that `AutoModelForCausalLM` /
+`AutoTokenizer` load offline.
+
+What data each step sees -- pools, proportions (fixed or Aioli), max_epochs caps, curriculum
+order, loss weights -- is prepared before the loop (tasks/train/sampling.py), with the plan of
+the epochs each source will see.
 
 The same loop runs data-parallel (DDP) when torch.distributed is initialised, as Ray Train's
 TorchTrainer does for `workers > 1` (infra/ray.py). torch is imported inside the functions.
@@ -35,18 +39,22 @@ from .checkpoint import (
     write_dir,
 )
 from .config import TrainConfig, lr_at
-from .continual import INIT_INFO, InitSource, add_replay, load_init_model, resolve_init
-from .data import Mixture, PackedSequences, mixture_pools
+from .continual import INIT_INFO, InitSource, load_init_model, resolve_init
 from .model import (
+    add_dropout,
     barrier,
+    batch_loss,
     build_model,
     flops_per_token,
     known_peak_flops,
     load_weights,
     make_optimizer,
+    probe_losses,
     rank_world,
     resolve_device,
 )
+from .repetition import describe, repeat_warning
+from .sampling import prepare
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +83,6 @@ def train(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     rank, world = rank_world()
     meta = json.loads((data_dir / "meta.json").read_text())
-    data = PackedSequences(data_dir, meta)
-    seq_len = data.seq_len
-    steps = config.total_steps(seq_len)
-    tokens_per_step = config.tokens_per_step(seq_len)
     identity = run_identity(config, meta)
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} does not split over {world} workers")
@@ -86,8 +90,14 @@ def train(
 
     if config.init_from and init is None:
         init = resolve_init(config.init_from)
-    replay_dir = add_replay(data, meta, config, init)
-    pools, probs = mixture_pools(data, config, replay=replay_dir is not None)
+    sampling = prepare(config, data_dir, meta, init)  # pools, mixer, caps, order, the plan
+    data, mix, steps = sampling.data, sampling.mix, sampling.steps
+    seq_len = data.seq_len
+    tokens_per_step = config.tokens_per_step(seq_len)
+    if rank == 0:
+        log.info(describe(sampling.plan))
+        if warning := repeat_warning(sampling.plan):
+            log.warning(warning)
 
     device = resolve_device(config.device)
     if device.type == "cuda" and world > 1:
@@ -105,11 +115,16 @@ def train(
         model = load_init_model(init, config.preset, meta, data_dir)
     else:
         model = build_model(config.preset, meta["vocab_size"], seq_len, meta["eos_id"])
+    if config.dropout > 0:
+        add_dropout(model, config.dropout)
     model = model.to(device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())  # tied weights counted once
     optimizer = make_optimizer(model, config, fused=device.type == "cuda")
-    order = Mixture(pools, config.seed)
+    order = sampling.mixture()
+    probes = sampling.probe_rows(config.mixing.probe_rows) if config.mixing else []
+    loss_weight = None if sampling.loss_weight is None else torch.from_numpy(
+        sampling.loss_weight).float()
 
     # carry on from the newest complete checkpoint an earlier (killed) call left behind
     if rank == 0:
@@ -120,7 +135,8 @@ def train(
         start, ckpt = saved[-1]
         state = read_train_state(ckpt, config, identity)  # refuses another config or data
         load_train_state(ckpt, state, model, optimizer, device)
-        order = Mixture(pools, config.seed, state["data_order"])
+        order = sampling.mixture(state["data_order"])
+        mix.load_state(state.get("mixing", {}))
         loss_value, elapsed_before, resumed_from = state["loss"], state["elapsed_s"], start
         log.info("resuming %s from step %d of %d", out_dir, start, steps)
     fwd: Any = model
@@ -147,22 +163,32 @@ def train(
             lr = lr_at(step, steps, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            p = probs(step, steps)
+            if mix.probe_due(step):  # Aioli: per-source losses before/after estimation steps
+                with autocast:
+                    mix.observe(step, probe_losses(model, data, probes, per_rank, device,
+                                                   world))
+            p = mix.probs(step, order.drawn())
+            if p is None:  # online mixing ran out of rows under max_epochs
+                log.warning("step %d: the sources' max_epochs caps leave too few rows; "
+                            "training stops here", step)
+                steps = step
+                break
 
             loss_sum = torch.zeros((), device=device)
             for micro in range(config.grad_accum):
                 # every rank draws the same global batch and keeps its slice of it
-                rows = order.take(config.batch_size, p, step, micro)
-                batch = data.get(rows[rank * per_rank:(rank + 1) * per_rank])
-                input_ids = torch.from_numpy(batch).to(device, non_blocking=True)
+                rows = order.take(config.batch_size, p, step, micro)[
+                    rank * per_rank:(rank + 1) * per_rank]
+                input_ids = torch.from_numpy(data.get(rows)).to(device, non_blocking=True)
                 # DDP: all-reduce the gradients once, on the last micro-batch
                 sync = world == 1 or micro == config.grad_accum - 1
                 with nullcontext() if sync else fwd.no_sync():
-                    with autocast:
-                        # labels = inputs: the model shifts them internally for next-token loss
-                        loss = fwd(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+                    with autocast:  # upweighting: each row's loss times its source's weight
+                        w = None if loss_weight is None else loss_weight[torch.as_tensor(rows)]
+                        loss, objective = batch_loss(fwd, input_ids, w,
+                                                     sampling.mean_loss_weight(p))
                     # scale so the accumulated gradient is the mean over micro-batches
-                    (loss / config.grad_accum).backward()
+                    (objective / config.grad_accum).backward()
                 loss_sum += loss.detach()
 
             # returns the norm before clipping; an infinite max norm only measures it
@@ -195,6 +221,8 @@ def train(
                     "tokens_per_s": done * tokens_per_step / elapsed,
                     "elapsed_s": elapsed,
                 }
+                if len(sampling.pools) > 1:  # the proportions this step drew with, per pool
+                    record["mix"] = dict(zip(sampling.pools, map(float, p), strict=True))
                 if metrics_file is not None:
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()  # so a watcher can tail the file live
@@ -208,6 +236,7 @@ def train(
                     "lr": lr,
                     "total_steps": steps,
                     "data_order": order.state(),
+                    "mixing": mix.state(),
                     "elapsed_s": elapsed,
                     **identity,
                     "config": config.trajectory(),
@@ -256,8 +285,11 @@ def train(
         "seed": config.seed,
         "workers": world,
         "init_from": str(init.checkpoint) if init is not None else None,
-        "replay_data": str(replay_dir) if replay_dir is not None else None,
+        "replay_data": str(sampling.replay_dir) if sampling.replay_dir is not None else None,
         "averaged_steps": averaged,
+        "data_plan": sampling.plan,
+        "epochs": sampling.epochs_seen(order),
+        "mixing": mix.summary(),
         **identity,
     }
     if rank == 0:

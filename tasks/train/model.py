@@ -121,3 +121,71 @@ def barrier(world: int) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def add_dropout(model: LlamaForCausalLM, p: float) -> None:
+    """Dropout while training (Llama has none of its own but on attention weights): on the
+    token embeddings, the attention weights, and each block's attention and MLP outputs before
+    they join the residual stream -- GPT-2's three places. Forward hooks, so the saved
+    checkpoint is a plain Llama; in eval mode they do nothing."""
+    import torch.nn.functional as F
+
+    def drop(module: Any, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], p, module.training), *output[1:])
+        return F.dropout(output, p, module.training)
+
+    model.model.embed_tokens.register_forward_hook(drop)
+    for layer in model.model.layers:
+        layer.self_attn.attention_dropout = p  # read by the attention kernel while training
+        layer.self_attn.register_forward_hook(drop)
+        layer.mlp.register_forward_hook(drop)
+
+
+def row_losses(fwd: Any, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss of each row (the model's own loss is their mean)."""
+    import torch.nn.functional as F
+
+    logits = fwd(input_ids=input_ids, use_cache=False).logits[:, :-1].float()
+    target = input_ids[:, 1:]
+    tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                          reduction="none")
+    return tok.view(target.shape).mean(dim=1)
+
+
+def batch_loss(fwd: Any, input_ids: torch.Tensor, weights: torch.Tensor | None = None,
+               mean_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the batch's mean next-token loss, the objective to minimise): the same loss, or with
+    per-row `weights` their weighted mean divided by the expected weight of a row, so equal
+    weights train like none and only their ratios matter."""
+    if weights is None:
+        # labels = inputs: the model shifts them for next-token loss
+        loss = fwd(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+        return loss, loss
+    per_row = row_losses(fwd, input_ids)
+    return per_row.mean(), (per_row * weights.to(per_row.device)).mean() / mean_weight
+
+
+def probe_losses(model: LlamaForCausalLM, data: Any, probes: list[Any], batch_size: int,
+                 device: torch.device, world: int) -> list[float]:
+    """Mean loss of each probe set of rows (no gradient, eval mode: no dropout); under DDP rank
+    0's values, so every rank takes the same mixing decision."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for rows in probes:
+            total = 0.0
+            for i in range(0, len(rows), batch_size):
+                ids = torch.from_numpy(data.get(rows[i:i + batch_size].tolist())).to(device)
+                total += float(row_losses(model, ids).sum())
+            out.append(total / len(rows))
+    model.train()
+    if world > 1:
+        import torch.distributed as dist
+
+        values = torch.tensor(out, dtype=torch.float64, device=device)
+        dist.broadcast(values, src=0)
+        out = values.tolist()
+    return out

@@ -35,6 +35,7 @@ SUMMARY_KEYS = {
     "steps", "tokens", "final_loss", "params", "seconds", "tokens_per_s", "flops_per_token",
     "model_flops_per_s", "peak_flops", "mfu", "checkpoint", "resumed_from_step", "seed",
     "config_hash", "data_hash", "workers", "init_from", "replay_data", "averaged_steps",
+    "data_plan", "epochs", "mixing",
 }
 
 
@@ -280,7 +281,7 @@ def test_grad_accum_matches_one_big_batch(data_dir: Path, tmp_path: Path):
     assert losses["accum"] == pytest.approx(losses["big"], abs=1e-5)
 
 
-def test_budget_beyond_data_runs_more_epochs(tmp_path: Path):
+def test_budget_beyond_data_runs_more_epochs(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     small = make_data_dir(tmp_path, n_docs=10, n_shards=1)
     n_rows = json.loads((small / "meta.json").read_text())["train_shards"][0]["n_seq"]
     steps = n_rows // 8 + 3  # more rows than the data holds
@@ -290,6 +291,10 @@ def test_budget_beyond_data_runs_more_epochs(tmp_path: Path):
     assert result["steps"] == steps
     assert [r["step"] for r in read_metrics(metrics)] == [steps]  # only the last step logs
     assert math.isfinite(result["final_loss"])
+    # the repetition is counted before training, seen by the end, and warned about
+    assert result["data_plan"]["sources"][""]["epochs"] == pytest.approx(steps * 8 / n_rows)
+    assert result["epochs"] == {"": pytest.approx(steps * 8 / n_rows)}
+    assert "data repeats" in caplog.text
 
 
 def test_bf16_autocast_trains_and_saves_fp32_weights(data_dir: Path, tmp_path: Path):
