@@ -13,6 +13,7 @@
    unless a deciding metric is "worse" (or unless one is "better", with ``promote_if: better``).
    The first refresh is promoted once it completes. The decision, its rule and statistics go
    to the catalog (``promotions``, ``decisions``) and a Prefect artifact.
+5. With ``refresh.export``, a promoted run is exported (tasks/export/refresh.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from flows.runner import run_stage
 from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
 from tasks.catalog import Catalog
+from tasks.export.refresh import export_promoted
 from tasks.recipe import Recipe, load_recipe
 from tasks.report import md_escape
 from tasks.stage import Manifest, Upstream
@@ -212,6 +214,7 @@ def refresh(recipe_path: str, data_root: str | None = None, run_id: str | None =
         summary = execute(derive(recipe, promoted), recipe_path, data_root=str(root),
                           run_id=run_id,
                           after=lambda ctx: _promote_step(ctx, promoted, rule, decision))
+        summary["export"] = export_promoted(recipe.refresh.export, root, summary, decision, log)
     summary["promotion"] = decision
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary

@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS contracts (
 CREATE TABLE IF NOT EXISTS promotions (
   decided_at TIMESTAMPTZ, recipe VARCHAR, run_id VARCHAR, baseline_run VARCHAR,
   promoted BOOLEAN, rule VARCHAR, reason VARCHAR, checkpoints JSON, stats JSON);
+CREATE TABLE IF NOT EXISTS exports (
+  exported_at TIMESTAMPTZ, run_id VARCHAR, format VARCHAR, path VARCHAR, hash VARCHAR,
+  docs BIGINT, tokens BIGINT, options JSON, inputs JSON);
 """
 
 STAGE_COLUMNS = ["stage", "version", "docs_in", "docs_kept", "docs_rejected", "seconds",
@@ -299,6 +302,15 @@ class Catalog:
                         [now(), recipe, run_id, baseline_run, promoted, rule, reason,
                          json.dumps(checkpoints), json.dumps(stats, default=str)])
 
+    def record_export(self, run_id: str, fmt: str, path: str, digest: str, docs: int,
+                      tokens: int | None, options: dict[str, Any],
+                      inputs: dict[str, str]) -> None:
+        """A finished ``datamill export`` (tasks/export/): where, in which format, its hash."""
+        with self.connect() as con:
+            con.execute("INSERT INTO exports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [now(), run_id, fmt, path, digest, docs, tokens, json.dumps(options),
+                         json.dumps(inputs)])
+
     def promoted(self, recipe: str) -> dict[str, Any] | None:
         """The recipe's promoted run (its latest promotion), or None."""
         if not self.path.exists():
@@ -365,6 +377,15 @@ class Catalog:
         if not runs:
             raise LookupError("no runs in the catalog")
         return runs[0]["run_id"]
+
+    def run_config(self, run: str) -> dict[str, Any]:
+        """The recipe a run ran with (every default filled in), as recorded at its start."""
+        run_id = self.resolve(run)
+        with self.connect(read_only=True) as con:
+            row = con.execute("SELECT config FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        if row is None:
+            raise LookupError(f"no run {run_id!r} in the catalog")
+        return json.loads(row[0]) if isinstance(row[0], str) else row[0]
 
     def show(self, run: str) -> dict[str, Any]:
         run_id = self.resolve(run)

@@ -360,6 +360,15 @@ class ContractsConfig(Strict):
         "stages.ingest.max_doc_chars")
 
 
+class RefreshExport(Strict):
+    """`refresh.export`: where and how a promoted refresh run is exported (docs/export.md)."""
+
+    to: str = Field(min_length=1, description="export folder; a relative path is under the "
+                    "data root; each promoted run replaces the previous export there")
+    format: Literal["parquet", "jsonl", "megatron", "nanotron"] = Field(
+        "parquet", description="export format")
+
+
 class RefreshConfig(Strict):
     """`datamill refresh` / the datamill-refresh flow: when a refreshed model is promoted."""
 
@@ -377,6 +386,9 @@ class RefreshConfig(Strict):
         None, ge=0, lt=1, description="replay share when continuing the promoted model; null "
         "= stages.train.replay")
     boot: int = Field(2000, ge=100, description="bootstrap resamples of the comparison")
+    export: RefreshExport | None = Field(
+        None, description="{to: DIR, format: parquet, jsonl, megatron or nanotron}: after "
+        "a refresh whose run is promoted, export it there (docs/export.md); null = no export")
 
 
 class Recipe(Strict):
