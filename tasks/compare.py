@@ -1,15 +1,22 @@
 """Compare runs: per task and metric, the difference with a paired interval over the items both
 runs scored (and their seeds), the minimum detectable effect, a verdict, and the task's
 signal-to-noise ratio; plus an aggregate over the multiple-choice tasks that can leave out
-low-SNR tasks."""
+low-SNR tasks. Runs scored on different held-out data share no item: ``overlap`` says so, and
+``score_on`` scores every model on one held-out set instead."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks import report
@@ -154,6 +161,22 @@ def compare(a_paths: list[Path], b_paths: list[Path], n_boot: int = 2000, seed: 
     return [{k: v for k, v in r.items() if k != "model"} for r in out["rows"]]
 
 
+def scored_items(stage_paths: list[Path]) -> set[tuple[str, str]]:
+    """(task, item_id) pairs the final model of every seed scored (the per-source bpb keys,
+    which repeat the held-out items, left out)."""
+    sets = [{(task, i) for (task, _metric), ids in items_of(p).items()
+             if not task.startswith("heldout/") for i in ids} for p in stage_paths]
+    return set.intersection(*sets) if sets else set()
+
+
+def overlap(models: dict[str, list[Path]]) -> dict[str, Any]:
+    """How many items each model scored and how many all of them did (what a comparison can
+    pair): {"items": {label: n}, "shared": n}."""
+    items = {name: scored_items(paths) for name, paths in models.items()}
+    shared = set.intersection(*items.values()) if items else set()
+    return {"items": {name: len(s) for name, s in items.items()}, "shared": len(shared)}
+
+
 def unique_labels(names: list[str]) -> list[str]:
     """Names made unique by position (a run or recipe compared with itself is a valid null
     comparison)."""
@@ -183,3 +206,157 @@ def decide(catalog: Catalog, models: dict[str, list[Path]], run_ids: dict[str, s
                                  [r for r in res["rows"] if r["model"] == label], ablation)
     path = report.write_decisions_html(title, run_ids, res["rows"], res["snr"], report_path)
     return {**res, "report": path}
+
+
+# --- compare --on: every model scored on one held-out set --------------------------------
+
+@dataclass(frozen=True)
+class HeldoutSet:
+    """One held-out set to score models on, as the evaluate stage's work takes it
+    (tasks/evaluate.py ``evaluate_stage``, which the ``evaluate`` and ``baseline`` stages run)."""
+
+    label: str  # what it is, for people: "run X's held-out documents", a file's path
+    identity: str  # its content: part of the scores' cache key
+    data_dir: Path  # a tokenize data dir: its held-out split, and seq_len (scoring windows)
+    raw_paths: list[str] | None  # documents read instead of data_dir's held-out split
+    fraction: float  # the held-out share of raw_paths (1.0: every document)
+    config: Any  # tasks.recipe.EvaluateConfig
+
+
+def _stage_dir(stage: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """A catalog stage row's data root and manifest."""
+    path = Path(stage["output_path"])
+    return path.parents[2], json.loads((path / "manifest.json").read_text())
+
+
+def heldout_of_run(catalog: Catalog, run: str) -> HeldoutSet:
+    """A run's held-out documents, read the way its evaluate stage (and a refresh's baseline
+    stage) read them, with its recipe's evaluation settings."""
+    from tasks.recipe import EvaluateConfig
+
+    shown = catalog.show(run)
+    stages = {s["stage"]: s for s in shown["stages"]}
+    if "tokenize" not in stages:
+        raise LookupError(f"run {shown['run_id']} has no tokenize stage, so no held-out split")
+    config = catalog.run_config(shown["run_id"])["stages"]
+    cfg = EvaluateConfig.model_validate(config.get("evaluate") or {})
+    root, tok = _stage_dir(stages["tokenize"])
+    raw, identity = None, f"tokenize:{tok['version']}"
+    if cfg.heldout == "raw":
+        ing_root, ing = _stage_dir(stages["ingest"])
+        raw, identity = [str(ing_root / p) for p in ing["outputs"]["kept"]], \
+            f"{identity}+raw:{ing['version']}"
+    return HeldoutSet(f"run {shown['run_id']}'s held-out documents", identity,
+                      root / tok["outputs"]["data_dir"], raw,
+                      float(config["tokenize"]["heldout_fraction"]), cfg)
+
+
+def heldout_of_file(path: Path, like: HeldoutSet, work: Path) -> HeldoutSet:
+    """A user's held-out documents (Parquet, or JSONL: one object per line with ``text``;
+    ``id``, ``source`` and ``lang`` optional), scored with ``like``'s settings and windows.
+    The file is copied once, by content, to ``work`` as the Parquet the scorer reads."""
+    from tasks.identity import file_digest
+
+    digest = file_digest(path)
+    out = work / f"heldout-{digest[:16]}.parquet"
+    if not out.is_file():
+        _normalize_heldout(path, out)
+    return HeldoutSet(str(path), f"file:{digest}@{like.data_dir.name}", like.data_dir,
+                      [str(out)], 1.0, like.config)
+
+
+HELDOUT_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.large_string()),
+                            ("source", pa.string()), ("lang", pa.string())])
+
+
+def _batches(path: Path, size: int = 2048) -> Iterator[list[dict[str, Any]]]:
+    """Records of a Parquet or JSONL file, a batch at a time (never the whole file)."""
+    if path.suffix == ".parquet":
+        for b in pq.ParquetFile(path).iter_batches(batch_size=size):
+            yield b.to_pylist()
+        return
+    opener = gzip.open if path.suffix == ".gz" else open
+    batch: list[dict[str, Any]] = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not JSON ({e})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{n}: not a JSON object")
+            batch.append({**rec, "_line": n})
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _normalize_heldout(path: Path, out: Path) -> None:
+    """``path`` as the held-out table (id, text, source, lang); an id that is missing is the
+    record's position, a missing source the file's name."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    pos, ids = 0, set()
+    with pq.ParquetWriter(tmp, HELDOUT_SCHEMA) as writer:
+        for batch in _batches(path):
+            rows = []
+            for rec in batch:
+                pos += 1
+                where = f"{path}:{rec.get('_line', pos)}"
+                if not isinstance(rec.get("text"), str) or not rec["text"]:
+                    raise ValueError(f"{where}: no text (a string) to score")
+                rid = str(rec["id"]) if rec.get("id") is not None else f"{path.name}:{pos}"
+                if rid in ids:  # scores are paired by id
+                    raise ValueError(f"{where}: id {rid!r} repeats an earlier document's")
+                ids.add(rid)
+                rows.append({"id": rid, "text": rec["text"],
+                             "source": str(rec.get("source") or path.name),
+                             "lang": rec.get("lang") if isinstance(rec.get("lang"), str)
+                             else None})
+            writer.write_table(pa.Table.from_pylist(rows, HELDOUT_SCHEMA))
+    if not ids:
+        tmp.unlink()
+        raise ValueError(f"{path}: no documents")
+    os.replace(tmp, out)
+
+
+def score_on(models: dict[str, list[Path]], heldout: HeldoutSet, work: Path
+             ) -> dict[str, list[Path]]:
+    """models: label -> train stage folders (one per seed). Scores each seed's final model on
+    ``heldout`` with the evaluate stage's own work and returns label -> folders holding its
+    ``items.parquet``, as compare_many takes them. Scores are kept under ``work`` by content
+    (the model's train version, the held-out set, the settings): asked again, nothing is
+    recomputed."""
+    from tasks.evaluate import evaluate_stage
+    from tasks.identity import versioned
+    from tasks.stages.evaluate import Evaluate
+    from tasks.store import version_of
+
+    cfg = heldout.config
+    seq_len = json.loads((heldout.data_dir / "meta.json").read_text())["seq_len"]
+    out: dict[str, list[Path]] = {}
+    for label, dirs in models.items():
+        out[label] = []
+        for train in dirs:
+            ctx = json.loads((train / "checkpoint" / "config.json").read_text()).get(
+                "max_position_embeddings", seq_len)
+            if ctx < seq_len:
+                raise ValueError(f"{label}: its model reads {ctx} tokens at most, the held-out "
+                                 f"set is scored in windows of {seq_len}")
+            key = version_of("compare-on", versioned(cfg), [train.name, heldout.identity],
+                             code=Evaluate.code_version)
+            folder = work / key
+            if not (folder / "results.json").is_file():  # written last
+                res = evaluate_stage(train, heldout.data_dir, heldout.raw_paths,
+                                     heldout.fraction, cfg.max_docs, cfg.batch_size,
+                                     cfg.tasks, cfg.max_items, cfg.seed, 0, 0,
+                                     folder / "items.parquet")
+                tmp = folder / f".results.json.tmp-{os.getpid()}"
+                tmp.write_text(json.dumps({**res, "heldout": heldout.label}, indent=2))
+                os.replace(tmp, folder / "results.json")
+            out[label].append(folder)
+    return out

@@ -3,6 +3,8 @@ subcommand module is imported to build the parser, so ``datamill --help`` stays 
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,27 @@ DATA_ROOT_HELP = "default: $DATAMILL_DATA_ROOT, else .datamill"
 def fail(msg: str, code: int = EXIT_USAGE) -> int:
     print(f"datamill: error: {msg}", file=sys.stderr)
     return code
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every float that JSON cannot hold (NaN, +-inf: an SNR with one seed, the
+    bpb of nothing) as None, recursively through dicts, lists and tuples; numpy scalars as
+    the Python numbers they hold."""
+    if type(obj).__module__ == "numpy" and getattr(obj, "shape", None) == ():
+        obj = obj.item()  # a numpy scalar (numpy is not imported here: --help stays fast)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """What every ``--json`` prints: strict JSON (RFC 8259), which jq and JavaScript read.
+    Undefined numbers are null; dates, paths and other objects are their ``str``."""
+    print(json.dumps(strict_json(obj), default=str, indent=2, allow_nan=False))
 
 
 def catalog(data_root: str | None) -> Any:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from flows.cli.common import DATA_ROOT_HELP, catalog, engines, fail
+from flows.cli.common import DATA_ROOT_HELP, catalog, engines, fail, print_json
 
 MIN_SNR_HELP = "leave tasks whose SNR is below X out of the aggregate"
 
@@ -23,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cmp_.add_argument("--min-snr", type=float, default=None, metavar="X", help=MIN_SNR_HELP)
     cmp_.add_argument("--report", help="HTML report path (default: <data-root>/compare/"
                       "<A>-vs-<B>.html)")
+    cmp_.add_argument("--on", metavar="RUN|PATH", help="score every run's model on one "
+                      "held-out set and compare those scores: a run's held-out documents, or "
+                      "a Parquet/JSONL file of documents (text; id, source, lang optional)")
     cmp_.set_defaults(handler=cmd_compare)
 
     ab = sub.add_parser("ablation", help="run recipes side by side (shared stages run once) "
@@ -78,34 +82,92 @@ def print_decisions(rows: list[dict[str, Any]], snr_rows: list[dict[str, Any]],
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from tasks.compare import decide, evaluate_paths, unique_labels
+    from tasks.compare import decide, evaluate_paths, overlap, unique_labels
 
     cat = catalog(args.data_root)
     try:
         runs = [cat.show(r) for r in (args.run_a, *args.run_b)]
     except (FileNotFoundError, LookupError) as e:
         return fail(str(e).strip("'\""), 1)
-    models = {}
-    for label, run in zip(unique_labels([r["run_id"] for r in runs]), runs, strict=True):
-        models[label] = evaluate_paths(run["stages"])
-        if not models[label]:
-            return fail(f"run {run['run_id']} has no evaluate stage", 1)
+    labels = unique_labels([r["run_id"] for r in runs])
+    title = f"datamill compare: baseline {runs[0]['run_id']}"
+    if args.on:
+        try:
+            models, on = _score_on(cat, args.on, dict(zip(labels, runs, strict=True)))
+        except (FileNotFoundError, LookupError, ValueError) as e:
+            return fail(str(e).strip("'\""), 1)
+        title += f", all scored on {on}"
+    else:
+        models = {}
+        for label, run in zip(labels, runs, strict=True):
+            models[label] = evaluate_paths(run["stages"])
+            if not models[label]:
+                return fail(f"run {run['run_id']} has no evaluate stage", 1)
+        shared = overlap(models)
+        if shared["shared"] == 0:
+            return _nothing_shared(args, runs, shared)
     path = Path(args.report) if args.report else (
         cat.path.parent / "compare" / f"{runs[0]['run_id']}-vs-{runs[-1]['run_id']}.html")
     run_ids = {lb: r["run_id"] for lb, r in zip(models, runs, strict=True)}
-    res = decide(cat, models, run_ids, f"datamill compare: baseline {runs[0]['run_id']}",
-                 path, n_boot=args.boot, min_snr=args.min_snr)
+    res = decide(cat, models, run_ids, title, path, n_boot=args.boot, min_snr=args.min_snr)
     many = len(runs) > 2
     rows = res["rows"] if many else [{k: v for k, v in r.items() if k != "model"}
                                      for r in res["rows"]]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     print(f"A = {runs[0]['run_id']} ({runs[0]['recipe']})   B = "
           + ", ".join(f"{r['run_id']} ({r['recipe']})" for r in runs[1:]))
+    if args.on:
+        print(f"all scored on {on}")
     print_decisions(res["rows"], res["snr"], many)
     print(f"report: {path}")
     return 0
+
+
+NO_SHARED = "no_shared_items"
+
+
+def _nothing_shared(args: argparse.Namespace, runs: list[dict[str, Any]],
+                    shared: dict[str, Any]) -> int:
+    """Runs scored on different held-out data (two refresh runs, each on its own new
+    documents) have no item to pair: say so and how to compare them, exit 1."""
+    counts = list(shared["items"].values())
+    if args.json:
+        print_json({"status": NO_SHARED, "shared_items": 0,
+                    "runs": [{"run_id": r["run_id"], "recipe": r["recipe"], "items": n}
+                             for r, n in zip(runs, counts, strict=True)],
+                    "hint": "compare them on one held-out set: --on RUN or --on PATH"})
+        return 1
+    each = ", ".join(f"{r['run_id']} ({r['recipe']}) scored {n} items"
+                     for r, n in zip(runs, counts, strict=True))
+    print(f"datamill: nothing to compare: {each}; 0 items in common. These runs were "
+          "evaluated on different held-out data (e.g. refresh runs, each scored on its own new "
+          "documents), so no item can be paired. Compare them on one held-out set: "
+          f"--on {runs[0]['run_id']} (that run's held-out documents) or --on PATH (a Parquet or "
+          "JSONL file of documents).", file=sys.stderr)
+    return 1
+
+
+def _score_on(cat: Any, on: str, runs: dict[str, dict[str, Any]]
+              ) -> tuple[dict[str, list[Path]], str]:
+    """Each run's models scored on ``on`` (a run or a file): label -> scored folders, and
+    what they were scored on."""
+    from tasks.compare import heldout_of_file, heldout_of_run, score_on
+
+    trains = {label: [Path(s["output_path"]) for s in run["stages"] if s["stage"] == "train"]
+              for label, run in runs.items()}
+    for label, dirs in trains.items():
+        if not dirs:
+            raise LookupError(f"run {runs[label]['run_id']} has no train stage: no model")
+    work = cat.path.parent / "compare" / "on"
+    if Path(on).is_file():
+        # the file scored with the baseline run's settings and windows
+        heldout = heldout_of_file(Path(on), heldout_of_run(cat, next(iter(runs.values()))[
+            "run_id"]), work)
+    else:
+        heldout = heldout_of_run(cat, on)
+    return score_on(trains, heldout, work), heldout.label
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
@@ -127,7 +189,7 @@ def cmd_ablation(args: argparse.Namespace) -> int:
         out = ablation(args.recipes, data_root=args.data_root, boot=args.boot,
                        min_snr=args.min_snr)
     if args.json:
-        print(json.dumps(out, default=str, indent=2))
+        print_json(out)
         return 0
     print(f"ablation {out['ablation']}: baseline {out['baseline']}")
     for name, rid in out["runs"].items():
@@ -179,7 +241,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     "results": res["results"], "n_samples": res["n_samples"],
                     "lm_eval": res["lm_eval"]})
     if args.json:
-        print(json.dumps(out, indent=2))
+        print_json(out)
         return 0
     for o in out:
         print(f"{o['checkpoint']} (run {o['run_id']}, seed {o['seed']}):")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from flows.cli.common import DATA_ROOT_HELP, catalog, engines, fail, print_stages
+from flows.cli.common import DATA_ROOT_HELP, catalog, engines, fail, print_json, print_stages
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +46,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         out = refresh(args.recipe, data_root=args.data_root, run_id=new_run_id(),
                       require_better=args.require_better, lock_wait_s=args.lock_wait)
     if args.json:
-        print(json.dumps(out, default=str, indent=2))
+        print_json(out)
         return 0
     if out["status"] == "skipped":
         print(f"run {out['run_id']}: skipped: {out['reason']}")
@@ -80,7 +79,7 @@ def cmd_promoted(args: argparse.Namespace) -> int:
         except FileNotFoundError as e:
             return fail(str(e), 1)
         if args.json:
-            print(json.dumps(rows, default=str, indent=2))
+            print_json(rows)
         for r in [] if args.json else rows:
             print(f"{r['decided_at']}  {r['run_id']}  "
                   f"{'PROMOTED' if r['promoted'] else 'kept old'}  {r['reason']}")
@@ -89,7 +88,7 @@ def cmd_promoted(args: argparse.Namespace) -> int:
     if row is None:
         return fail(f"nothing promoted for recipe {name!r} in {cat.path}", 1)
     if args.json:
-        print(json.dumps(row, default=str, indent=2))
+        print_json(row)
         return 0
     print(f"recipe {name}: promoted run {row['run_id']} ({row['decided_at']})")
     for c in row["checkpoints"]:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from flows.cli.common import engines, fail, print_stages
+from flows.cli.common import engines, fail, print_json, print_stages
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = run_recipe(args.recipe, until=args.until, data_root=args.data_root,
                              run_id=run_id)
     if args.json:
-        print(json.dumps(summary, default=str, indent=2))
+        print_json(summary)
     else:
         print_stages(summary["stages"])
         print(f"\nrun {summary['run_id']}: {summary['status']}")

@@ -4,9 +4,8 @@ each stage's inputs, outputs, kinds of work, resources and the recipe key config
 from __future__ import annotations
 
 import argparse
-import json
 
-from flows.cli.common import fail
+from flows.cli.common import fail, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +24,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
     except (RecipeError, ValueError) as e:
         return fail(str(e))
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     width = max(len(r["stage"]) for r in rows)
     for r in rows:
