@@ -38,7 +38,7 @@ def score_histograms(files: list[Path], bins: int = 10, width: int = 30) -> str:
         parts = []
         for f in files:
             if col in pq.read_schema(f).names:
-                parts.append(pq.read_table(f, columns=[col]).column(col))
+                parts.append(pq.read_table(f, columns=[col]).column(col).combine_chunks())
         arr = pa.chunked_array(parts).to_numpy(zero_copy_only=False).astype(np.float64)
         nulls = int(np.isnan(arr).sum())
         vals = arr[~np.isnan(arr)]

@@ -131,10 +131,124 @@ def _html_table(rows: list[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+GALLERY_N, GALLERY_RANDOM = 3, 5  # documents per rule and list; kept documents at random
+GALLERY_NOTE = ("Per rule, documents it dropped first (a seeded random sample) with their score "
+                "and the rule's threshold, and the kept documents nearest that threshold; "
+                "dedup rules show each duplicate's kept twin instead (n/a: no scalar score). "
+                "Text is an excerpt. The same as `datamill inspect RUN`.")
+
+
+def extras(run: dict[str, Any]) -> dict[str, Any]:
+    """The gallery (tasks/inspect.py) and the figures (tasks/plots.py) of a run, computed once
+    per run dict (the HTML report and the Prefect artifacts share them). A part that fails is
+    left out and named in ``errors``: a figure never fails the run."""
+    if "_extras" in run:
+        return run["_extras"]  # type: ignore[no-any-return]
+    from tasks import inspect, plots
+
+    ex: dict[str, Any] = {"gallery": None, "figures": [], "errors": []}
+    try:
+        ex["gallery"] = inspect.inspect_run(run, n=GALLERY_N, random_kept=GALLERY_RANDOM)
+    except LookupError:
+        pass  # no filter stage in this run
+    except Exception as e:  # noqa: BLE001 - shown in the report instead
+        ex["errors"].append(f"gallery: {type(e).__name__}: {e}")
+    try:
+        ex["figures"] = plots.figures(run)
+    except Exception as e:  # noqa: BLE001
+        ex["errors"].append(f"figures: {type(e).__name__}: {e}")
+    run["_extras"] = ex
+    return ex
+
+
+def _gallery_rows(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for d in docs:
+        row = {"id": d["id"], "source": d["source"], "lang": d["lang"] or "n/a"}
+        if "score" in d:
+            row.update(score="n/a" if d["score"] is None else d["score"],
+                       threshold="n/a" if d["threshold"] is None else d["threshold"])
+        if "twin_id" in d:
+            row["kept twin"] = d["twin_id"] or "n/a"
+        out.append({**row, "excerpt": d["excerpt"]})
+    return out
+
+
+def _gallery_parts(g: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The gallery as (kind, value) parts: ("h", rule), ("p", text), ("rows", rows)."""
+    parts: list[tuple[str, Any]] = []
+    idle = [r["rule"] for r in g["rules"] if not r["dropped_first"]]
+    for r in g["rules"]:
+        if not r["dropped_first"]:
+            continue
+        head = f"{r['kind']} rule, dropped first: {r['dropped_first']}"
+        if r["score_column"]:
+            head += (f"; score {r['score_column']}, threshold "
+                     + (" / ".join(f"{t:g}" for t in r["thresholds"]) or "n/a"))
+        parts += [("h", r["rule"]), ("p", head), ("p", "dropped:"),
+                  ("rows", _gallery_rows(r["dropped"]))]
+        if r["nearest_kept"] is None:
+            parts.append(("p", f"kept nearest the threshold: n/a ({r['note']})"))
+        else:
+            parts += [("p", "kept, nearest the threshold:"),
+                      ("rows", _gallery_rows(r["nearest_kept"]))]
+    if idle:
+        parts.append(("p", "no document dropped first by: " + ", ".join(idle)))
+    if g["random_kept"]:
+        parts += [("h", f"kept documents at random (seed {g['options']['seed']})"),
+                  ("rows", _gallery_rows(g["random_kept"]))]
+    return parts
+
+
+def gallery_html(g: dict[str, Any] | None) -> str:
+    if g is None:
+        return ""
+    out = ["<h2>Gallery: what each rule dropped and kept</h2>",
+           f"<p>{html.escape(GALLERY_NOTE)}</p>", '<div class="gallery">']
+    for kind, v in _gallery_parts(g):
+        out.append(f"<h3><code>{html.escape(v)}</code></h3>" if kind == "h" else
+                   f"<p>{html.escape(v)}</p>" if kind == "p" else _html_table(v))
+    return "\n".join([*out, "</div>"]) + "\n"
+
+
+def gallery_markdown(g: dict[str, Any]) -> str:
+    out = [f"# Gallery, run {md_code(g['run_id'])}\n", md_escape(GALLERY_NOTE) + "\n"]
+    for kind, v in _gallery_parts(g):
+        out.append(f"## {md_code(v)}\n" if kind == "h" else
+                   md_escape(v) + "\n" if kind == "p" else _md_table(v))
+    return "\n".join(out)
+
+
+def _img(title: str, png: bytes) -> str:
+    return (f'<img alt="{html.escape(title)}" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+
+
+def figures_html(ex: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return "".join(f"<h2>{html.escape(f.title)}</h2>\n<p>{html.escape(f.caption)}</p>\n"
+                   f"{_img(f.title, f.png)}\n" for f in ex["figures"] if f.key in keys)
+
+
+def extra_artifacts(run: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(key, description, markdown) of the Prefect artifacts beyond the summary: the gallery
+    and one per figure, its PNG inline as a data URI (the UI renders it; no file server)."""
+    ex = extras(run)
+    rid = run["run_id"]
+    out = [(f"datamill-{f.key}", f"{f.title}, run {rid}",
+            f"# {md_escape(f.title)}\n\n{md_escape(f.caption)}\n\n"
+            f"![{md_escape(f.title)}](data:image/png;base64,{base64.b64encode(f.png).decode()})"
+            "\n") for f in ex["figures"]]
+    if ex["gallery"] is not None:
+        out.append(("datamill-gallery", f"What each filter rule dropped and kept, run {rid}",
+                    gallery_markdown(ex["gallery"])))
+    return out
+
+
 def write_html(run: dict[str, Any], path: Path) -> Path:
     png = loss_curve_png(run["metrics"])
-    img = (f'<img alt="loss curve" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-           if png else "<p><em>no training in this run</em></p>")
+    img = _img("loss curve", png) if png else "<p><em>no training in this run</em></p>"
+    ex = extras(run)
+    errors = "".join(f"<p><em>not drawn: {html.escape(e)}</em></p>" for e in ex["errors"])
     rej = [{"stage": r["stage"], "rule": r["rule"], "dropped first": r["docs"],
             "would drop alone": r["docs_alone"]} for r in run["rejections"]]
     drops = dropped_rows(run)
@@ -147,7 +261,8 @@ def write_html(run: dict[str, Any], path: Path) -> Path:
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #111; }}
 table {{ border-collapse: collapse; margin: .5rem 0 1.5rem; }}
 th, td {{ border: 1px solid #ccc; padding: .25rem .6rem; text-align: left; }}
-th {{ background: #f3f4f6; }}
+th {{ background: #f3f4f6; }} img {{ max-width: 100%; }}
+.gallery td {{ font-size: .85rem; vertical-align: top; }} .gallery h3 {{ margin-bottom: .2rem; }}
 </style></head><body>
 <h1>datamill run <code>{html.escape(run['run_id'])}</code></h1>
 <p>recipe <b>{html.escape(str(run['recipe']))}</b> · status <b>{html.escape(str(run['status']))}</b>
@@ -159,12 +274,13 @@ th {{ background: #f3f4f6; }}
 <p>"dropped first": documents this rule rejected first; "would drop alone": documents failing it
 at all.</p>
 {_html_table(rej)}
-{dropped}<h2>Training loss</h2>
+{figures_html(ex, ("score-histograms", "corpus-size"))}{dropped}<h2>Training loss</h2>
 {img}
 <h2>Evaluation</h2>
 <p>Bits per byte on the held-out split (documents chosen by a hash of their id; never trained
 on), overall and per source. Lower is better.</p>
 {_html_table(eval_rows(run))}
+{figures_html(ex, ("bpb-by-source",))}{gallery_html(ex["gallery"])}{errors}
 </body></html>
 """
     path.parent.mkdir(parents=True, exist_ok=True)
