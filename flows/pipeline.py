@@ -25,6 +25,7 @@ from infra.env import data_root as resolve_data_root
 from tasks import report
 from tasks.catalog import Catalog
 from tasks.recipe import Recipe, load_recipe
+from tasks.remote import Mirror
 from tasks.stage import Upstream
 from tasks.stages import build, until_names
 
@@ -59,6 +60,8 @@ def _publish(ctx: RunContext, status: str) -> str:
                               description=f"Training loss by step, run {ctx.run_id}")
     create_markdown_artifact(key="datamill-report", markdown=report.markdown_summary(run)
                              + f"\nHTML report: `{path}`\n", description="datamill run summary")
+    for key, description, markdown in report.extra_artifacts(run):  # figures, gallery
+        create_markdown_artifact(key=key, markdown=markdown, description=description)
     return str(path)
 
 
@@ -122,6 +125,9 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
                      Catalog(root / "catalog.duckdb"))
     log = get_run_logger()
     log.info("run %s: recipe %s, data root %s", ctx.run_id, recipe.name, root)
+    mirror = Mirror.of(root)
+    if mirror is not None:  # a bucket-backed root: what the bucket has comes down first
+        log.info("data root %s: %d files pulled", mirror.url, mirror.pull())
     ctx.catalog.start_run(ctx.run_id, recipe.name, ctx.recipe_path, recipe.model_dump())
     try:
         run_stages(ctx, until)
@@ -132,6 +138,9 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
     except BaseException as e:
         ctx.catalog.finish_run(ctx.run_id, "failed", error=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        if mirror is not None:
+            log.info("data root %s: %d files pushed", mirror.url, mirror.push())
     log.info("report: %s", path)
     run = ctx.catalog.show(ctx.run_id)
     return {"run_id": ctx.run_id, "status": run["status"], "report": run["report"],

@@ -27,6 +27,7 @@ from infra import ray as ray_engine
 from tasks.catalog import Catalog
 from tasks.identity import versioned
 from tasks.profile import summarize
+from tasks.remote import Mirror
 from tasks.stage import Manifest, Resources, RunInfo, Stage, Upstream, output_files
 from tasks.store import StageDir, run_marked, version_of
 
@@ -185,6 +186,9 @@ def execute_stage(ctx: RunContext, stage: Stage, up: Upstream, variant: Any = No
                               f"+ {m.docs_rejected} rejected")
     ctx.catalog.record_stage(ctx.run_id, m.to_dict(), time.perf_counter() - t0, str(sd.path),
                              m.cached)
+    mirror = Mirror.of(ctx.data_root)
+    if mirror is not None:  # a bucket-backed root: the stage's files, its manifest, catalog
+        log.info("%s %s: %d files pushed to %s", stage.name, version, mirror.push(), mirror.url)
     stage.after(run, up, m, variant)
     publish_artifacts(run)
     return m
@@ -211,7 +215,7 @@ def publish_artifacts(run: RunInfo) -> None:
 TRANSIENT = {"KilledWorker", "CommClosedError", "StreamClosedError", "FutureCancelledError",
              "RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError",
              "NodeDiedError", "ObjectLostError", "OwnerDiedError", "RaySystemError",
-             "ConnectionResetError", "BrokenPipeError"}
+             "ConnectionResetError", "BrokenPipeError", "DaskClusterLost"}
 RETRIES = 2
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,16 +54,48 @@ def map_shards(fn: Callable[..., Any], args: Sequence[tuple], desc: str) -> list
     """
     if not args:
         return []
-    from distributed import as_completed
     from tqdm import tqdm
 
     client = get_client()
     futures = [client.submit(fn, *a, pure=False) for a in args]
     with tqdm(total=len(futures), desc=desc, unit="shard", disable=not sys.stderr.isatty(),
               leave=False) as bar:
-        for _ in as_completed(futures):
-            bar.update()
+        _watch(client, futures, bar.update)
     return client.gather(futures)
+
+
+class DaskClusterLost(RuntimeError):
+    """No worker left to run pending shards (a local cluster whose processes died): a
+    transient failure (flows/runner.py retries the stage on a fresh cluster)."""
+
+
+def _watch(client: Any, futures: list[Any], tick: Callable[[int], Any]) -> None:
+    """Wait for ``futures``; a cluster with no worker for ``$DATAMILL_DASK_LOST_S`` (120 s)
+    while shards are pending raises ``DaskClusterLost`` instead of waiting forever (a nanny
+    restarts a dead worker within seconds: minutes without any means none is coming)."""
+    from distributed import wait
+
+    grace = float(os.environ.get("DATAMILL_DASK_LOST_S", 120))
+    pending, empty_since = set(futures), None
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=min(10.0, grace / 2),
+                                 return_when="FIRST_COMPLETED")
+            tick(len(done))
+        except TimeoutError:
+            pass
+        if not pending:
+            break
+        if client.nthreads():
+            empty_since = None
+            continue
+        empty_since = empty_since or time.monotonic()
+        if time.monotonic() - empty_since > grace:
+            local = not os.environ.get("DATAMILL_DASK_ADDRESS")
+            if local:
+                shutdown()  # the next call starts a fresh LocalCluster
+            raise DaskClusterLost(f"no Dask worker for {grace:.0f}s with {len(pending)} "
+                                  f"shard(s) pending")
 
 
 def release_local() -> None:

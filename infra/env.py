@@ -29,9 +29,17 @@ def apply_defaults() -> None:
 
 
 def data_root(explicit: str | None = None, recipe_root: str | None = None) -> Path:
-    """CLI flag > $DATAMILL_DATA_ROOT > the recipe's data_root > .datamill"""
+    """CLI flag > $DATAMILL_DATA_ROOT > the recipe's data_root > .datamill. A URL
+    (``s3://bucket/prefix``) gives its local working copy, attached to the bucket
+    (tasks/remote.py: the flows pull before a run and push after each stage)."""
     root = explicit or os.environ.get("DATAMILL_DATA_ROOT") or recipe_root or ".datamill"
-    return Path(root).expanduser().resolve()
+    if "://" in root and not root.startswith("file://"):
+        from tasks.remote import Mirror, local_copy
+
+        local = local_copy(root)
+        Mirror(root, local).attach()
+        return local
+    return Path(root.removeprefix("file://")).expanduser().resolve()
 
 
 # Flow parameters that become paths: a deployment trigger must not choose where files go.
