@@ -45,8 +45,13 @@ def catalog(data_root: str | None) -> Any:
     running flow's writes), writes (compare's decisions, eval's scores) to the live file."""
     from infra.env import data_root as resolve
     from tasks.catalog import Catalog
+    from tasks.remote import Mirror
 
-    return Catalog(resolve(data_root) / "catalog.duckdb", snapshot=True)
+    root = resolve(data_root)
+    mirror = Mirror.of(root)
+    if mirror is not None:  # a bucket-backed root: bring the local copy in step first
+        mirror.pull()
+    return Catalog(root / "catalog.duckdb", snapshot=True)
 
 
 @contextmanager

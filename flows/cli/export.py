@@ -4,10 +4,9 @@ Megatron-LM's indexed dataset or nanotron's (datatrove's) tokenized files."""
 from __future__ import annotations
 
 import argparse
-import json
 import re
 
-from flows.cli.common import DATA_ROOT_HELP, catalog, fail
+from flows.cli.common import DATA_ROOT_HELP, catalog, fail, print_json
 
 FORMATS = ["parquet", "jsonl", "megatron", "nanotron"]  # tasks.export.FORMATS (not imported:
 # `datamill --help` stays light)
@@ -73,7 +72,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (ExportError, FileNotFoundError) as e:
         return fail(str(e), 1)
     if args.json:
-        print(json.dumps(out, indent=2))
+        print_json(out)
         return 0
     tokens = f", {out['tokens']:,} tokens" if out["tokens"] is not None else ""
     if out["status"] == "up to date":

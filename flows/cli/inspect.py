@@ -4,10 +4,9 @@ as rich tables in the terminal or as JSON."""
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from flows.cli.common import DATA_ROOT_HELP, catalog, fail
+from flows.cli.common import DATA_ROOT_HELP, catalog, fail, print_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +43,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     except (FileNotFoundError, LookupError) as e:
         return fail(str(e).strip("'\""), 1)
     if args.json:
-        print(json.dumps(out, indent=2, ensure_ascii=False, allow_nan=False))
+        print_json(out)
         return 0
     render(out)
     return 0
