@@ -88,7 +88,15 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     """
     found: list[Path] = []
     for pattern in patterns:
-        expanded = os.path.expanduser(pattern)
+        if "://" in pattern and not pattern.startswith("file://"):  # object storage
+            from tasks.ingest.fetch import fetch_inputs
+
+            fetched = fetch_inputs(pattern)
+            if not fetched:
+                raise InputError(f"input glob matched no objects: {pattern!r}")
+            found.extend(fetched)
+            continue
+        expanded = os.path.expanduser(pattern.removeprefix("file://"))
         literal = not glob.has_magic(expanded)
         recursive = "**" in expanded.split(os.sep)
         matches = rglob(expanded) if recursive else sorted(glob.glob(expanded))
@@ -112,8 +120,11 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
 def fingerprint(path: Path) -> dict[str, Any]:
     """Path, size and mtime; for a directory, the total size of its files and the newest mtime
     of any entry (a renamed, added or removed file changes its directory's mtime)."""
+    from tasks.ingest.fetch import url_of
+
     st = path.stat()
-    shown = safe_text(str(path.resolve()))  # printable and storable, for manifest and catalog
+    # printable and storable, for manifest and catalog; a fetched object by its URL
+    shown = safe_text(url_of(path) or str(path.resolve()))
     if not path.is_dir():
         return {"path": shown, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     size, mtime, n = 0, st.st_mtime_ns, 0
