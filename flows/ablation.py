@@ -22,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.pipeline import new_run_id, run_recipe
 from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
-from tasks import report
+from tasks import report_decisions as report
 from tasks.catalog import Catalog
 from tasks.compare import decide, evaluate_paths, unique_labels
 from tasks.recipe import load_recipe

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks import report
+from tasks import report_decisions
 from tasks.evalsets import N_CHOICES
 from tasks.stats import aggregate, paired_bootstrap, snr
 
@@ -204,7 +204,8 @@ def decide(catalog: Catalog, models: dict[str, list[Path]], run_ids: dict[str, s
     for label in labels[1:]:
         catalog.record_decisions(run_ids[labels[0]], run_ids[label],
                                  [r for r in res["rows"] if r["model"] == label], ablation)
-    path = report.write_decisions_html(title, run_ids, res["rows"], res["snr"], report_path)
+    path = report_decisions.write_decisions_html(title, run_ids, res["rows"], res["snr"],
+                                                 report_path)
     return {**res, "report": path}
 
 

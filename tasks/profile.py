@@ -48,3 +48,28 @@ def summarize(profiles: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
         vals = [p.get(k) for p in ps]
         out[k] = sum(vals) if vals and None not in vals else None
     return out
+
+
+def profile_rows(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per stage step that ran shards, from the catalog's stage rows (their manifests):
+    shards, wall seconds summed over shards, CPU seconds, MB read and written, and the input
+    rate (MB read per wall second of shard work). Cached stages show the run that made them."""
+    import json
+
+    rows = []
+    for s in stages:
+        try:
+            m = json.loads((Path(s["output_path"]) / "manifest.json").read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for step, p in ((m.get("profile") or {}).get("steps") or {}).items():
+            mb_r = p["read_bytes"] / 1e6 if p.get("read_bytes") is not None else None
+            mb_w = p["write_bytes"] / 1e6 if p.get("write_bytes") is not None else None
+            rows.append({"stage": s["stage"], "step": step, "shards": p["shards"],
+                         "wall_s": round(p["wall_s"], 2), "cpu_s": round(p["cpu_s"], 2),
+                         "mb_read": None if mb_r is None else round(mb_r, 2),
+                         "mb_written": None if mb_w is None else round(mb_w, 2),
+                         "mb_per_s": round(mb_r / p["wall_s"], 2)
+                         if mb_r is not None and p["wall_s"] > 0 else None,
+                         "cached": bool(s.get("cached"))})
+    return rows

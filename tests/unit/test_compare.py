@@ -79,7 +79,7 @@ def test_compare_pairs_only_common_items(tmp_path: Path) -> None:
 
 
 def test_decisions_report_has_plot_and_verdicts(tmp_path: Path) -> None:
-    from tasks import report
+    from tasks import report_decisions as report
 
     rng = np.random.default_rng(3)
     base = [write_stage(tmp_path / "a", {"t": 0.4}, 1.6, rng)]

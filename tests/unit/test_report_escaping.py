@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import report
+from tasks import report, report_decisions
 
 EVIL = "[x](http://evil) ![i](http://evil/i.png) <script>"
 
@@ -74,7 +74,8 @@ def test_decisions_markdown_and_histograms_escape_data(tmp_path: Path) -> None:
     rows = [{"model": EVIL, "task": f"heldout/{EVIL}", "metric": "bpb", "a": 1.0, "b": 0.9,
              "diff": -0.1, "ci_low": -0.2, "ci_high": 0.0, "mde": 0.05, "items": 10,
              "seeds": 1, "snr": 3.0, "verdict": "better"}]
-    md = report.decisions_markdown(f"ablation {EVIL}", {EVIL: "r1", "b`x": "r`2"}, rows, [])
+    md = report_decisions.decisions_markdown(f"ablation {EVIL}", {EVIL: "r1", "b`x": "r`2"},
+                                             rows, [])
     _assert_inert(md)
     assert "| model | task |" in md
 
