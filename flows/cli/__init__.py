@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 
-from flows.cli import catalog_cmds, decide, llm, refresh, run, server, stages
+from flows.cli import catalog_cmds, decide, export, inspect, llm, refresh, run, server, stages
+from flows.cli import sweep as sweep_cmd
 from flows.cli.common import EXIT_USAGE
 
 __all__ = ["EXIT_USAGE", "SUBCOMMANDS", "main"]
 
 # The subcommand modules, in the order `datamill --help` lists them. A new subcommand is one
 # module with add_parser(subparsers) plus one entry here.
-SUBCOMMANDS = [run, stages, catalog_cmds, decide, refresh, server, llm]
+SUBCOMMANDS = [run, stages, catalog_cmds, inspect, decide, export, refresh, server, llm,
+               sweep_cmd]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ REGISTRY: dict[str, str] = {
     "url_dedup": "tasks.corpus.url",
     "minhash_dedup": "tasks.corpus.minhash",
     "top_k": "tasks.corpus.top_k",
+    "dsir": "tasks.select.dsir",
 }
 
 
