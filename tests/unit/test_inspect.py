@@ -44,9 +44,10 @@ def _docs() -> list[dict[str, Any]]:
     return [{c: d.get(c) for c in DOC_SCHEMA.names} for d in docs]
 
 
-def build_run(root: Path) -> dict[str, Any]:
+def build_run(root: Path, filters: dict[str, Any] | None = None) -> dict[str, Any]:
     """A run with an ingest and a filter stage folder as the stages write them: two shards,
-    gopher_quality, exact dedup and a top_k corpus rule, decided by tasks/filter.py."""
+    gopher_quality (or ``filters``), exact dedup and a top_k corpus rule, decided by
+    tasks/filter.py."""
     docs = _docs()
     half = len(docs) // 2
     ingest = root / "stages" / "ingest" / "i1"
@@ -59,7 +60,7 @@ def build_run(root: Path) -> dict[str, Any]:
     (ingest / "manifest.json").write_text(json.dumps({
         "docs_in": len(docs), "docs_kept": len(docs), "docs_rejected": 0,
         "outputs": {"kept": [str(p.relative_to(root)) for p in shards]}}))
-    filters = {"gopher_quality": GopherConfig()}
+    filters = filters or {"gopher_quality": GopherConfig()}
     corpus = {"exact_dedup": ExactConfig(), "minhash_dedup": MinHashConfig(),
               "top_k": TopKConfig(column="gopher_quality_alpha_words_frac", percent=90)}
     out = root / "stages" / "filter" / "f1"
@@ -83,8 +84,7 @@ def build_run(root: Path) -> dict[str, Any]:
     manifest = {**counts, "version": "f1", "corpus": stats, "outputs": {
         "kept": [str(p.relative_to(root)) for p in kept],
         "rejected": [str(p.relative_to(root)) for p in rej]},
-        "config": {"filter": {"filters": {"gopher_quality": filters["gopher_quality"]
-                                          .model_dump()},
+        "config": {"filter": {"filters": {n: c.model_dump() for n, c in filters.items()},
                               "exact_dedup": corpus["exact_dedup"].model_dump(),
                               "minhash_dedup": corpus["minhash_dedup"].model_dump(),
                               "url_dedup": None,
@@ -246,3 +246,25 @@ def test_scalar_rules_match_what_each_filter_decides() -> None:
 def test_no_filter_stage_is_a_lookup_error() -> None:
     with pytest.raises(LookupError, match="no filter stage"):
         ins.inspect_run({"run_id": "x", "stages": []})
+
+
+def test_a_run_with_every_filter(tmp_path: Path) -> None:
+    """Every registered filter that runs on its defaults (blocklists need a file), in one run:
+    every rule that dropped documents is shown with those documents, dropped by it."""
+    filters = {}
+    for name in REGISTRY:
+        try:
+            filters[name] = get_filter(name).Config()
+        except Exception:  # needs a file
+            continue
+    assert len(filters) >= 5
+    run = build_run(tmp_path, filters)
+    out = _strict(ins.inspect_run(run, n=2))
+    rules = {r["rule"]: r for r in out["rules"]}
+    fired = {r["rule"]: r["docs"] for r in run["rejections"] if r["docs"] > 0}
+    assert len({r.split(".", 1)[0] for r in fired}) >= 3  # several filters dropped something
+    reasons = {r["id"]: r["reject_reason"] for r in _table(run, "rejected").to_pylist()}
+    for rule, n in fired.items():
+        assert rules[rule]["dropped_first"] == n, rule
+        assert 0 < len(rules[rule]["dropped"]) <= 2
+        assert all(reasons[d["id"]] == rule for d in rules[rule]["dropped"]), rule
