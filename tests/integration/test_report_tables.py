@@ -26,6 +26,6 @@ def test_profile_and_epochs_of_a_real_run(sample_run: dict[str, Any], sample_sli
     assert ingest["mb_read"] >= sample_slice.stat().st_size / 1e6
     out = next(Path(s["output_path"]) for s in run["stages"] if s["stage"] == "ingest")
     written = sum(p.stat().st_size for p in out.rglob("*.parquet")) / 1e6
-    assert ingest["mb_written"] >= written
+    assert ingest["mb_written"] + 0.01 >= written  # rows round MB to 2 decimals
     html = Path(run["report"]).read_text()
     assert "<h2>Where the time goes</h2>" in html and "<h2>Epochs per source</h2>" in html
