@@ -69,7 +69,9 @@ class Mirror:
 
         self.url, self.local = url.rstrip("/"), Path(local)
         self.ledger = ledger or self.local / LEDGER
-        self.fs, self.base = fsspec.url_to_fs(self.url)
+        # a fresh filesystem: fsspec's instance cache would keep an endpoint or credentials
+        # the environment no longer names
+        self.fs, self.base = fsspec.url_to_fs(self.url, skip_instance_cache=True)
         self.base = self.base.rstrip("/")
 
     @classmethod

@@ -57,7 +57,7 @@ def fetch_inputs(pattern: str) -> list[Path]:
     """The local copies of the objects ``pattern`` matches (sorted), fetched as needed."""
     import fsspec
 
-    fs, path = fsspec.url_to_fs(pattern)
+    fs, path = fsspec.url_to_fs(pattern, skip_instance_cache=True)  # the current endpoint
     protocol = pattern.split("://", 1)[0]
     paths = sorted(fs.glob(path)) if glob.has_magic(path) else [path]
     base = cache_dir() / protocol
