@@ -9,6 +9,7 @@ threads). Where ``/proc`` is missing the byte counts are null.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -54,8 +55,6 @@ def profile_rows(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per stage step that ran shards, from the catalog's stage rows (their manifests):
     shards, wall seconds summed over shards, CPU seconds, MB read and written, and the input
     rate (MB read per wall second of shard work). Cached stages show the run that made them."""
-    import json
-
     rows = []
     for s in stages:
         try:

@@ -44,9 +44,14 @@ def is_url(root: str | Path) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
+def cache_base() -> Path:
+    """Where local copies of remote things live: ``$DATAMILL_CACHE_DIR``, ``~/.cache/datamill``."""
+    return Path(os.environ.get("DATAMILL_CACHE_DIR", "~/.cache/datamill")).expanduser()
+
+
 def local_copy(url: str) -> Path:
     """The local working copy of a remote data root: one folder per URL."""
-    base = Path(os.environ.get("DATAMILL_CACHE_DIR", "~/.cache/datamill")).expanduser()
+    base = cache_base()
     tail = re.sub(r"[^A-Za-z0-9_.-]+", "-", url.split("://", 1)[1]).strip("-")[-60:]
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     return (base / "roots" / f"{tail}-{digest}").resolve()

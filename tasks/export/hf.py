@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.export.shards import Limits, cut, finalize_names
+from tasks.export.shards import Limits, cut, finalize_names, rolled
 from tasks.export.source import RunSource, Split, Stats
 from tasks.export.tokens import DocTokenizer
 from tasks.schema import DOC_SCHEMA
@@ -66,18 +66,16 @@ def write_parquet(src: RunSource, out: Path, split: Split, limits: Limits,
     data.mkdir(parents=True, exist_ok=True)
     stats = Stats()
     shards: list[Path] = []
-    cur: _Shard | None = None
     arrow_bytes = 0
-    for n, rb in cut(counted(contract_batches(src, split), tok, stats), limits):
-        if cur is None or n >= len(shards):
-            if cur is not None:
-                cur.close()
-            shards.append(data / f"{SPLIT_NAME}-{len(shards):05d}.parquet")
-            cur = _Shard(shards[-1], DOC_SCHEMA)
-        cur.add(rb)
+
+    def open_shard() -> _Shard:
+        shards.append(data / f"{SPLIT_NAME}-{len(shards):05d}.parquet")
+        return _Shard(shards[-1], DOC_SCHEMA)
+
+    for shard, rb in rolled(cut(counted(contract_batches(src, split), tok, stats), limits),
+                            open_shard):
+        shard.add(rb)
         arrow_bytes += rb.nbytes
-    if cur is not None:
-        cur.close()
     if not shards:  # no document: one empty shard, so the dataset still loads (0 rows)
         shards.append(data / f"{SPLIT_NAME}-00000.parquet")
         pq.write_table(DOC_SCHEMA.empty_table(), str(shards[0]), compression="zstd")

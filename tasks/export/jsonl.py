@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.export.hf import SPLIT_NAME, contract_batches, counted
-from tasks.export.shards import Limits, cut, finalize_names
+from tasks.export.shards import Limits, cut, finalize_names, rolled
 from tasks.export.source import RunSource, Split, Stats
 from tasks.export.tokens import DocTokenizer
 
@@ -88,16 +88,14 @@ def write_jsonl(src: RunSource, out: Path, split: Split, limits: Limits,
     suffix = SUFFIX[compression]
     stats = Stats()
     shards: list[Path] = []
-    cur: _Writer | None = None
-    for n, rb in cut(counted(contract_batches(src, split), tok, stats), limits):
-        if cur is None or n >= len(shards):
-            if cur is not None:
-                cur.close()
-            shards.append(data / f"{SPLIT_NAME}-{len(shards):05d}{suffix}")
-            cur = _Writer(shards[-1], compression)
-        cur.write(lines(rb))
-    if cur is not None:
-        cur.close()
+
+    def open_shard() -> _Writer:
+        shards.append(data / f"{SPLIT_NAME}-{len(shards):05d}{suffix}")
+        return _Writer(shards[-1], compression)
+
+    for writer, rb in rolled(cut(counted(contract_batches(src, split), tok, stats), limits),
+                             open_shard):
+        writer.write(lines(rb))
     if not shards:  # no document: one empty shard (a valid empty stream)
         shards.append(data / f"{SPLIT_NAME}-00000{suffix}")
         _Writer(shards[0], compression).close()

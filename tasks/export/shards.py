@@ -6,13 +6,15 @@ ends before the batch that would carry it past the byte limit (so it holds at le
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
+W = TypeVar("W", bound=Any)
 
 
 @dataclass
@@ -45,6 +47,24 @@ def cut(batches: Iterator[pa.RecordBatch], limits: Limits
             rb = rb.slice(take)
             if limits.max_rows is not None and rows >= limits.max_rows:
                 shard, rows, size = shard + 1, 0, 0
+
+
+def rolled(numbered: Iterable[tuple[int, pa.RecordBatch]], open_shard: Callable[[], W]
+           ) -> Iterator[tuple[W, pa.RecordBatch]]:
+    """Each batch of ``cut`` with its shard's writer: ``open_shard()`` when a new shard starts
+    (the previous writer closed first); the last writer is closed at the end."""
+    cur: W | None = None
+    at = -1
+    try:
+        for n, rb in numbered:
+            if cur is None or n != at:
+                if cur is not None:
+                    cur.close()
+                cur, at = open_shard(), n
+            yield cur, rb
+    finally:
+        if cur is not None:
+            cur.close()
 
 
 def finalize_names(paths: list[Path], stem: str, suffix: str) -> list[Path]:

@@ -22,8 +22,9 @@ from tasks.store import atomic_write_json
 
 
 def cache_dir() -> Path:
-    base = Path(os.environ.get("DATAMILL_CACHE_DIR", "~/.cache/datamill")).expanduser()
-    return (base / "inputs").resolve()
+    from tasks.remote import cache_base
+
+    return (cache_base() / "inputs").resolve()
 
 
 def _tag(info: dict[str, Any]) -> str:

@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from prockit import kill_tree
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,27 +40,13 @@ def _start(recipe: Path, root: Path, log: Path) -> subprocess.Popen:
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the run and everything it started (Dask workers, Ray, the Prefect API)."""
-    try:
-        tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = [proc.pid]
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=30)
-
-
 def _finish(recipe: Path, root: Path, log: Path, timeout: float = 600) -> None:
     p = _start(recipe, root, log)
     try:
         assert p.wait(timeout=timeout) == 0, log.read_text()[-3000:]
     finally:
         if p.poll() is None:
-            _kill_tree(p)
+            kill_tree(p)
 
 
 def outcome(root: Path) -> dict[str, Any]:
@@ -122,7 +107,7 @@ def test_sigkill_at_random_moments_with_a_reader_holding_the_catalog(
             reader.execute("SELECT count(*) FROM runs").fetchone()
         if p.poll() is not None:
             break  # it finished before the kill
-        _kill_tree(p)
+        kill_tree(p)
     try:
         _finish(reference["recipe"], root, log)
     finally:
@@ -143,6 +128,6 @@ def test_two_runs_of_one_recipe_at_once(reference: dict[str, Any], tmp_path: Pat
     finally:
         for p in (a, b):
             if p.poll() is None:
-                _kill_tree(p)
+                kill_tree(p)
     assert outcome(root) == reference["outcome"]  # one version per stage, nothing deleted
     assert _completed(root) == ["completed", "completed"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
+from prockit import kill_tree
 from s3kit import make_bucket, s3_env, s3_server
 
 pytestmark = pytest.mark.slow
@@ -28,19 +27,6 @@ def s3() -> Iterator[dict[str, str]]:
     with s3_server() as env, s3_env(env):
         make_bucket("datamill")
         yield env
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    try:
-        tree = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = [proc.pid]
-    for pid in tree:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=30)
 
 
 def _kept_ids(root: Path, stage_row: dict[str, Any]) -> list[str]:
@@ -79,7 +65,7 @@ def test_a_bucket_run_killed_then_finished_on_a_fresh_machine(
             fs.invalidate_cache()
         assert fs.glob("datamill/root/stages/filter/*/manifest.json"), log.read_text()[-3000:]
     finally:
-        _kill_tree(proc)
+        kill_tree(proc)
     # machine 2: nothing local; the bucket has the inputs and the committed stages
     monkeypatch.setenv("DATAMILL_CACHE_DIR", str(tmp_path / "machine2"))
     summary = run_recipe(str(recipe))
