@@ -54,6 +54,10 @@ rule above rather than NLTK's English Punkt model (which is not language-aware a
 download); terminal punctuation covers other scripts; a line is stripped again after citation
 removal (``"Done. [1]"`` ends in ``.``); ``…`` is an ellipsis like ``...``. The C4 bad-words
 rule is not part of this filter.
+
+``compat: datatrove`` replaces the definitions above with datatrove 0.10.1's (line loop
+differences in ``LineJudge``; words and sentences: ``tasks/filters/compat.py``), for
+reproducing FineWeb.
 """
 
 from __future__ import annotations
@@ -66,12 +70,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from tasks.filters import compat
+from tasks.filters import compat_chars as cc
 from tasks.filters import text as tx
 from tasks.filters.base import FilterConfig, score_schema
+from tasks.filters.compat import Compat
+from tasks.filters.compat_words import sentence_count
 from tasks.identity import SCORED
 
 NAME = "c4_quality"
-SCORE_VERSION = 3  # 3: lorem ipsum / { looked for in surviving lines, as C4 does
+SCORE_VERSION = 4  # 4: "lorem ipsum" split by a citation mark is seen (one loop with compat)
 
 SCORE_SCHEMA = score_schema(NAME, n_sentences=pa.int32(), lorem_ipsum=pa.bool_(),
                             curly_bracket=pa.bool_(), lines_flagged=pa.int32(),
@@ -124,6 +132,9 @@ class LineRules(FilterConfig):
         default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS),
         description="languages written without spaces: the two word rules are off (score)",
     )
+    compat: Annotated[Compat | None, SCORED] = Field(
+        None, description="datatrove: datatrove 0.10.1's line loop and sentences; "
+        "terminal_punct and no_space_langs unused (docs/filters.md) (score)")
 
 
 class Config(LineRules):
@@ -170,28 +181,49 @@ def count_sentences(line: str) -> int:
 
 
 class LineJudge:
-    """C4's line rules compiled once per config: ``kept_lines(text, lang)`` returns the
-    stripped non-blank lines the rules keep (citations removed when ``remove_citations``) and
-    the number of lines."""
+    """C4's line rules compiled once per config: ``kept_lines(text, lang)`` returns the lines
+    the rules keep (citations removed when ``remove_citations``) and the number of lines.
+
+    One loop for both dialects. With ``compat: datatrove`` (``dt``) it is datatrove 0.10.1's,
+    which differs in four places: blank lines are lines (and fail the rules); a line is not
+    stripped again after citation removal, and a line left empty stays; terminal punctuation
+    is C4's five marks and only ``...`` is an ellipsis; the word rules apply in every
+    language. Its sentences are counted by the sentencizer and the edit is stripped."""
 
     def __init__(self, c: LineRules) -> None:
         self.c = c
-        self.is_no_space = tx.NoSpaceLangs(c.no_space_langs)
-        self.terminal = tuple(c.terminal_punct)
+        self.dt = c.compat == compat.DATATROVE
+        self.is_no_space = tx.NoSpaceLangs([] if self.dt else c.no_space_langs)
+        self.terminal = cc.C4_END_PUNCTUATION if self.dt else tuple(c.terminal_punct)
+        self.ellipses: tuple[str, ...] = ("...",) if self.dt else tx.ELLIPSES
         policy = [p.lower() for p in c.policy_substrings if p] if c.filter_policy else []
         self.policy_search = re.compile("|".join(map(re.escape, policy))).search if policy else None
 
-    def kept_lines(self, text: str, lang: str | None,
-                   low: str | None = None) -> tuple[list[str], int, bool, bool]:
+    def sentences(self, kept: list[str]) -> int:
+        if self.dt:
+            return sum(map(sentence_count, kept))
+        boundaries = _boundary_re().findall
+        return sum(1 + len(boundaries(line)) for line in kept)
+
+    def edited(self, kept: list[str]) -> str:
+        joined = "\n".join(kept)
+        return joined.strip() if self.dt else joined
+
+    def kept_lines(self, text: str, lang: str | None) -> tuple[list[str], int, bool, bool]:
         """(kept lines, number of lines, lorem ipsum seen, curly bracket seen). The rules run in
         C4's order (TFDS ``c4_utils.clean_page``): long word, citations, terminal
         punctuation, words per line; then "lorem ipsum" (a document rule), javascript, "{" (a
         document rule), policy. So the two document rules only see lines that survived the
         line rules before them, as in C4."""
-        c = self.c
-        low = text.lower() if low is None else low
-        lines = list(filter(None, map(str.strip, text.splitlines())))
-        # document-level pre-checks: per-line tests run only when the document can fail them
+        c, dt = self.c, self.dt
+        lines = text.splitlines()
+        if not dt:
+            lines = list(filter(None, map(str.strip, lines)))
+        # whole-text pre-checks: a per-line test runs only where the text can fail it (a
+        # line's tokens are the text's; citation marks never span lines, so the text without
+        # them holds every phrase a cleaned line can hold)
+        cite = c.remove_citations
+        low = (_CITATION.sub("", text) if cite and "[" in text else text).lower()
         long_word = c.max_word_length
         word_rules = not self.is_no_space(lang)
         check_long = (
@@ -208,20 +240,23 @@ class LineJudge:
         policy_search = self.policy_search
         check_policy = policy_search is not None and policy_search(low) is not None
         check_punct = c.filter_no_terminal_punct
-        cite = c.remove_citations
-        terminal = self.terminal
+        terminal, ellipses = self.terminal, self.ellipses
 
         kept: list[str] = []
         lorem = curly = False
         for line in lines:
+            if dt:
+                line = line.strip()
             tokens = line.split() if (check_words or check_long) else None
-            if check_long and max(map(len, tokens)) > long_word:  # type: ignore[arg-type,operator]
+            if check_long and max(map(len, tokens), default=0) > long_word:  # type: ignore[arg-type,operator]
                 continue
             if cite and "[" in line:
-                line = _CITATION.sub("", line).strip()
-                if not line:
-                    continue
-            if check_punct and (not line.endswith(terminal) or line.endswith(tx.ELLIPSES)):
+                line = _CITATION.sub("", line)
+                if not dt:
+                    line = line.strip()
+                    if not line:
+                        continue
+            if check_punct and (not line.endswith(terminal) or line.endswith(ellipses)):
                 continue
             if check_words and len(tokens) < min_words:  # type: ignore[arg-type]
                 continue
@@ -245,7 +280,6 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
         raise TypeError(f"{NAME}.score needs a {__name__}.Config, got {type(config).__name__}")
     texts, langs = tx.texts_and_langs(table)
     judge = LineJudge(config)
-    boundaries = _boundary_re().findall
 
     n_sentences: list[int] = []
     lorem: list[bool] = []
@@ -259,7 +293,7 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
         curly.append(has_curly)
         total.append(n_lines)
         flagged.append(n_lines - len(kept))
-        n_sentences.append(sum(1 + len(boundaries(line)) for line in kept))
+        n_sentences.append(judge.sentences(kept))
 
     columns = (n_sentences, lorem, curly, flagged, total)
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, SCORE_SCHEMA, strict=True)]

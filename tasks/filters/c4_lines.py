@@ -44,7 +44,7 @@ def edit(table: pa.Table, config: FilterConfig) -> tuple[pa.Array, pa.Table]:
     total: list[int] = []
     for text, lang in zip(texts, langs, strict=True):
         kept, n_lines, _, _ = judge.kept_lines(text or "", lang)
-        out.append("\n".join(kept))
+        out.append(judge.edited(kept))
         removed.append(n_lines - len(kept))
         total.append(n_lines)
     scores = pa.Table.from_arrays(

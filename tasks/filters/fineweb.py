@@ -28,10 +28,10 @@ Score columns (``fineweb_quality_<stat>``, float32):
 
 All four are null for a text without non-blank lines (empty or whitespace-only).
 
-Rules, with datatrove's (and the paper's) comparisons: reject when ``line_punct_ratio <=
-min_line_punct_ratio`` (unless ``line_punct_exclude_zero`` and the ratio is 0),
-``short_line_ratio >= max_short_line_ratio``, ``char_dup_ratio >= max_char_dup_ratio``,
-``new_line_ratio > max_new_line_ratio``.
+Rules: reject when ``line_punct_ratio <= min_line_punct_ratio`` (unless
+``line_punct_exclude_zero`` and the ratio is 0), ``short_line_ratio >= max_short_line_ratio``,
+``char_dup_ratio >= max_char_dup_ratio``, ``new_line_ratio > max_new_line_ratio``. (datatrove
+0.10.1 compares the first three strictly, ``<`` and ``>``; so does ``compat: datatrove``.)
 
 Deliberate differences from datatrove: datatrove splits on ``"\\n"`` and counts blank lines as
 (short, unpunctuated) lines and every ``"\\n"`` in ``new_line_ratio``; here blank lines are
@@ -41,6 +41,9 @@ punctuation. Terminal punctuation covers other scripts (datatrove: ``. ' " ! ?``
 whitespace tokens rather than the tokens of datatrove's word tokenizer (NLTK or spaCy, which also
 count punctuation marks, so datatrove's ratio is a little lower). The paper gives 0.1 for the
 duplicate-character threshold; datatrove's code (and FineWeb) uses 0.01, the default here.
+
+``compat: datatrove`` replaces the definitions above with datatrove 0.10.1's (words, punctuation
+sets, formulas, comparisons), for reproducing FineWeb: ``tasks/filters/compat.py``.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from tasks.filters import compat
 from tasks.filters import text as tx
 from tasks.filters.base import FilterConfig, score_schema
+from tasks.filters.compat import Compat
 from tasks.identity import SCORED
 
 NAME = "fineweb_quality"
@@ -65,7 +70,7 @@ SCORE_SCHEMA = score_schema(NAME, **dict.fromkeys(STATS, pa.float32()))
 
 
 class Config(FilterConfig):
-    """FineWeb's published thresholds (Penedo et al. 2024) with datatrove's comparisons."""
+    """FineWeb's published thresholds (Penedo et al. 2024)."""
 
     min_line_punct_ratio: float = Field(
         0.12, ge=0, description="reject when lines ending in terminal punctuation / lines <= this"
@@ -93,6 +98,9 @@ class Config(FilterConfig):
         default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS),
         description="languages written without spaces: new_line_ratio null (score)",
     )
+    compat: Annotated[Compat | None, SCORED] = Field(
+        None, description="datatrove: datatrove 0.10.1's scores and comparisons; "
+        "terminal_punct and no_space_langs unused (docs/filters.md) (score)")
 
 
 # --------------------------------------------------------------------------- score
@@ -103,6 +111,11 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
     if not isinstance(config, Config):
         raise TypeError(f"{NAME}.score needs a {__name__}.Config, got {type(config).__name__}")
     texts, langs = tx.texts_and_langs(table)
+    if config.compat == compat.DATATROVE:
+        rows = [compat.fineweb_quality(t or "", config.short_line_length) for t in texts]
+        cols = list(zip(*rows, strict=True)) if rows else [() for _ in STATS]
+        return pa.Table.from_arrays([pa.array(c, type=pa.float32()) for c in cols],
+                                    schema=SCORE_SCHEMA)
     is_no_space = tx.NoSpaceLangs(config.no_space_langs)
     terminal = tuple(config.terminal_punct)
     short_ge = config.short_line_length.__ge__  # short_ge(len(line)): len(line) <= limit
@@ -143,16 +156,19 @@ def rules(scores: pa.Table, config: FilterConfig) -> dict[str, pa.Array]:
     if not isinstance(config, Config):
         raise TypeError(f"{NAME}.rules needs a {__name__}.Config, got {type(config).__name__}")
     c = config
+    # datatrove 0.10.1 compares strictly where the default mode includes the threshold
+    strict = c.compat == compat.DATATROVE
+    below, above = (tx.lt, tx.gt) if strict else (tx.le, tx.ge)
     punct = tx.column(scores, f"{NAME}_line_punct_ratio")
-    punct_fails = tx.le(punct, c.min_line_punct_ratio)
+    punct_fails = below(punct, c.min_line_punct_ratio)
     if c.line_punct_exclude_zero:
         punct_fails = pc.and_(punct_fails, tx.gt(punct, 0.0))
     return {
         f"{NAME}.line_punct_ratio": punct_fails,
-        f"{NAME}.short_line_ratio": tx.ge(
+        f"{NAME}.short_line_ratio": above(
             tx.column(scores, f"{NAME}_short_line_ratio"), c.max_short_line_ratio
         ),
-        f"{NAME}.char_dup_ratio": tx.ge(
+        f"{NAME}.char_dup_ratio": above(
             tx.column(scores, f"{NAME}_char_dup_ratio"), c.max_char_dup_ratio
         ),
         f"{NAME}.new_line_ratio": tx.gt(

@@ -41,6 +41,9 @@ case-insensitively, first exactly and then by their base subtag (``"zh-Hant"`` -
 Empty input: a ratio whose denominator is zero (no words, no tokens or no non-blank lines) is
 NULL, not 0, so its rule does not apply; ``n_words`` is 0, so an empty or symbol-only document is
 still rejected by ``min_words``. A null ``text`` is scored as the empty string.
+
+``compat: datatrove`` replaces the definitions above with datatrove 0.10.1's (words, punctuation
+sets, formulas), for reproducing FineWeb: ``tasks/filters/compat.py``.
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from tasks.filters import compat
 from tasks.filters import text as textlib
 from tasks.filters.base import FilterConfig, score_schema
+from tasks.filters.compat import Compat
 from tasks.identity import SCORED
 
 NAME = "gopher_quality"
@@ -91,6 +96,9 @@ class Config(FilterConfig):
     no_space_langs: Annotated[list[str], SCORED] = Field(
         default_factory=lambda: ["zh", "ja", "th", "lo", "km", "my", "bo"]
     )
+    compat: Annotated[Compat | None, SCORED] = Field(
+        None, description="datatrove: datatrove 0.10.1's scores, its English words and stop "
+        "words for every document (docs/filters.md) (score)")
 
 
 # --------------------------------------------------------------------------- patterns
@@ -168,6 +176,8 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
     """One row of ``gopher_quality_*`` score columns per input row, same order."""
     if not isinstance(config, Config):
         raise TypeError(f"{NAME}.score needs a {__name__}.Config, got {type(config).__name__}")
+    if config.compat == compat.DATATROVE:
+        return _compat_scores(table, config)
     core_re, letter_re = _patterns()
     letter_search = letter_re.search
 
@@ -253,6 +263,16 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
         alpha_frac,
         stops,
     ]
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, SCORE_SCHEMA, strict=True)]
+    return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
+
+
+def _compat_scores(table: pa.Table, config: Config) -> pa.Table:
+    """datatrove's scores: its English words and the ``en`` stop words for every document."""
+    en = {_norm_lang(k): v for k, v in config.stop_words.items()}.get("en")
+    stop = frozenset(en) if en is not None else None
+    rows = [compat.gopher_quality(t or "", stop) for t in table.column("text").to_pylist()]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in SCORE_SCHEMA]
     arrays = [pa.array(col, type=f.type) for col, f in zip(columns, SCORE_SCHEMA, strict=True)]
     return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
 

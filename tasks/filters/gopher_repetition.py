@@ -50,6 +50,9 @@ world."``); overlapping occurrences of the top n-gram count once (datatrove mult
 count, which can exceed 1 on degenerate text such as ``"the the the the"``); lines exclude blank
 lines and trailing whitespace; paragraph separators also accept whitespace-only blank lines and
 ``\r\n``.
+
+``compat: datatrove`` replaces the definitions above with datatrove 0.10.1's (words, punctuation
+sets, formulas), for reproducing FineWeb: ``tasks/filters/compat.py``.
 """
 
 from __future__ import annotations
@@ -64,8 +67,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from tasks.filters import compat
 from tasks.filters import text as tx
 from tasks.filters.base import FilterConfig, score_schema
+from tasks.filters.compat import Compat
 from tasks.identity import SCORED
 
 NAME = "gopher_repetition"
@@ -114,6 +119,9 @@ class Config(FilterConfig):
         default_factory=lambda: list(tx.DEFAULT_NO_SPACE_LANGS),
         description="languages written without spaces: n-gram scores null (score)",
     )
+    compat: Annotated[Compat | None, SCORED] = Field(
+        None, description="datatrove: datatrove 0.10.1's scores and words (docs/filters.md)"
+        " (score)")
 
 
 # --------------------------------------------------------------------------- score
@@ -264,8 +272,12 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
     if not isinstance(config, Config):
         raise TypeError(f"{NAME}.score needs a {__name__}.Config, got {type(config).__name__}")
     texts, langs = tx.texts_and_langs(table)
-    is_no_space = tx.NoSpaceLangs(config.no_space_langs)
-    rows = [_score_one(t or "", is_no_space(lang)) for t, lang in zip(texts, langs, strict=True)]
+    if config.compat == compat.DATATROVE:
+        rows = [compat.gopher_repetition(t or "", TOP_NS, DUP_NS) for t in texts]
+    else:
+        is_no_space = tx.NoSpaceLangs(config.no_space_langs)
+        rows = [_score_one(t or "", is_no_space(lang))
+                for t, lang in zip(texts, langs, strict=True)]
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in STATS]
     arrays = [pa.array(col, type=pa.float32()) for col in columns]
     return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)

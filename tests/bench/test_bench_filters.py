@@ -148,7 +148,8 @@ def main(docs_path, out_path, names):
             keep.append(True)
             reason.append("")
     out["chain"] = {"seconds": time.perf_counter() - t0, "keep": keep, "reason": reason}
-    out["counterfactual"] = counterfactual(rows, names)
+    if DM:  # datamill's choices given: the counterfactual pass
+        out["counterfactual"] = counterfactual(rows, names)
     with open(out_path, "w", encoding="utf-8") as fh:
         json.dump(out, fh)
 
@@ -335,7 +336,10 @@ def datatrove_python() -> Path:
     return py
 
 
-def run_datatrove(py: Path, docs: list[dict[str, Any]], workdir: Path) -> dict[str, Any]:
+def run_datatrove(py: Path, docs: list[dict[str, Any]], workdir: Path,
+                  counterfactual: bool = True) -> dict[str, Any]:
+    """datatrove's decisions per filter and chained (and, with ``counterfactual``, the
+    counterfactual pass)."""
     docs_path, out_path, script = workdir / "docs.jsonl", workdir / "dt.json", workdir / "dt.py"
     with docs_path.open("w", encoding="utf-8") as fh:
         for d in docs:
@@ -352,7 +356,8 @@ def run_datatrove(py: Path, docs: list[dict[str, Any]], workdir: Path) -> dict[s
         "sentence_re": c4._boundary_re().pattern,
     })
     proc = subprocess.run([str(py), str(script), str(docs_path), str(out_path), ",".join(FILTERS),
-                           choices], capture_output=True, text=True, env=env)
+                           choices if counterfactual else "{}"],
+                          capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"datatrove run failed:\n{proc.stderr[-4000:]}")
     return json.loads(out_path.read_text(encoding="utf-8"))

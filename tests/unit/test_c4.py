@@ -36,7 +36,7 @@ stats, decisions, fired = probe(c4, Config)
 
 def test_registry_and_module_constants():
     assert get_filter("c4_quality") is c4
-    assert c4.SCORE_VERSION == 3
+    assert c4.SCORE_VERSION == 4
 
 
 def test_published_defaults():
@@ -52,7 +52,8 @@ def test_published_defaults():
     assert "…" not in c.terminal_punct  # C4 drops lines ending in an ellipsis
     # document-rule switches and min_sentences are thresholds, line rules are scores
     assert not {"min_sentences", "filter_curly_bracket", "filter_lorem_ipsum"} & Config.SCORE_FIELDS
-    assert {"min_words_per_line", "filter_javascript", "no_space_langs"} <= Config.SCORE_FIELDS
+    assert {"min_words_per_line", "filter_javascript", "no_space_langs",
+            "compat"} <= Config.SCORE_FIELDS
 
 
 def test_score_columns_and_rule_names():
@@ -141,6 +142,10 @@ def test_lorem_and_curly_only_in_lines_the_line_rules_keep():
     # the same phrases in lines the line rules remove do not count
     s = stats("Lorem Ipsum dolor\nfunction() { }\nEnable JavaScript to see {this} page.")
     assert s["lorem_ipsum"] is False and s["curly_bracket"] is False
+    # a citation mark inside the phrase is removed before the line is looked at
+    assert stats("Some Lorem[1] ipsum dolor sit amet.")["lorem_ipsum"] is True
+    assert stats("Some Lorem[1] ipsum dolor sit amet.",
+                 config=Config(remove_citations=False))["lorem_ipsum"] is False
 
 
 def test_empty_whitespace_and_null_text():

@@ -53,7 +53,8 @@ def test_published_defaults():
     assert set(ASCII_STOPS) <= set(c.terminal_punct)
     assert {"。", "！", "？", "…", "؟", "।"} <= set(c.terminal_punct)
     assert {"zh", "ja", "th"} <= set(c.no_space_langs)
-    assert Config.SCORE_FIELDS == {"terminal_punct", "short_line_length", "no_space_langs"}
+    assert Config.SCORE_FIELDS == {"terminal_punct", "short_line_length", "no_space_langs",
+                                   "compat"}  # compat: test_compat_*.py
 
 
 def test_score_columns_and_rule_names():

@@ -59,7 +59,8 @@ def test_published_defaults():
     assert c.min_stop_words == 2
     assert c.stop_words == {"en": ["the", "be", "to", "of", "and", "that", "have", "with"]}
     assert {"zh", "ja", "th"} <= set(c.no_space_langs)
-    assert Config.SCORE_FIELDS == {"stop_words", "no_space_langs"}
+    assert c.compat is None  # datamill's language-aware scores; "datatrove": test_compat_*.py
+    assert Config.SCORE_FIELDS == {"stop_words", "no_space_langs", "compat"}
 
 
 def test_score_columns_and_rule_names():

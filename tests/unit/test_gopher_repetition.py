@@ -82,7 +82,7 @@ def test_published_defaults():
         0.10,
     ]
     assert {"zh", "ja", "th"} <= set(c.no_space_langs)
-    assert Config.SCORE_FIELDS == {"no_space_langs"}
+    assert Config.SCORE_FIELDS == {"no_space_langs", "compat"}  # compat: test_compat_*.py
 
 
 def test_score_columns_and_rule_names():
