@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tasks import langid
 from tasks.ingest.config import opt
@@ -24,10 +26,113 @@ class Decided:
     kept: pa.Table | None
     rejected: list[tuple[dict[str, Any], str]]
     quarantine: list[dict[str, Any]]
+    kept_keys: np.ndarray | None = None  # the kept ids' hashes, when known
+
+
+# what ``str.strip()`` removes (``str.isspace``; none is above U+3000)
+_SPACES = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+_NOT_SPACE = "[^" + "".join(f"\\x{{{ord(c):x}}}" for c in _SPACES) + "]"
 
 
 def decide(batch: Batch, ctx: ReadContext) -> Decided:
-    """Length check, normalisation, emptiness, language: decide each candidate document."""
+    """Length check, normalisation, emptiness, language: decide each candidate document, the
+    texts as one Arrow array (`decide_rows` for a batch whose texts Arrow cannot hold)."""
+    try:
+        arr = pa.array(batch.cols["text"], pa.large_string())
+    except UnicodeEncodeError:  # a lone surrogate
+        return decide_rows(batch, ctx)
+    cfg, cols, n = ctx.cfg, batch.cols, len(batch)
+    why: list[str | None] = [None] * n
+    live = ~pc.greater(pc.utf8_length(arr), cfg.max_doc_chars).to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(~live).tolist():
+        why[i] = "ingest.too_long"
+    if opt(cfg, "normalize") and live.any():
+        if live.all():
+            arr = normalize_texts(arr)
+        else:
+            mask = pa.array(live)
+            arr = pc.replace_with_mask(arr, mask, normalize_texts(pc.filter(arr, mask)))
+    min_chars = cfg.min_doc_chars
+    if min_chars > 0:
+        if min_chars == 1:
+            empty = pc.invert(pc.match_substring_regex(arr, _NOT_SPACE))
+        else:
+            empty = pc.less(pc.utf8_length(pc.utf8_trim(arr, _SPACES)), min_chars)
+        for i in np.flatnonzero(empty.to_numpy(zero_copy_only=False) & live).tolist():
+            why[i] = "ingest.empty_text"
+            live[i] = False
+    mode = opt(cfg, "lang_id")
+    tags: dict[Any, str | None] = {}
+    langs = cols["lang"]
+    for i, tag in enumerate(langs):  # the record's own tag, in the contract's form
+        if tag is None or not live[i]:
+            continue
+        norm = tags[tag] if tag in tags else tags.setdefault(tag, langid.normalize_tag(tag))
+        if norm is not None or mode == "always":  # always: identified below anyway
+            langs[i] = norm
+        else:
+            why[i] = "ingest.bad_lang"
+            live[i] = False
+    if mode != "off":
+        todo = [i for i in np.flatnonzero(live).tolist() if mode == "always" or langs[i] is None]
+        if todo:
+            got, scores = langid.identify(arr.take(todo).to_pylist())
+            for i, lang, score in zip(todo, got, scores.tolist(), strict=True):
+                langs[i], cols["lang_score"][i] = lang, score
+    _lang_rules(cols, live, why, cfg)
+    idx = np.flatnonzero(live)
+    keys = id_hashes(cols["id"][i] for i in idx.tolist())
+    for i in idx[repeated(keys, ctx.kept_ids)].tolist():
+        why[i] = "ingest.duplicate_id"
+        live[i] = False
+    rejected = list(batch.rejected)
+    for i, reason in enumerate(why):
+        if reason is not None:
+            rejected.append(({k: arr[i].as_py() if k == "text" else cols[k][i]
+                              for k in DOC_SCHEMA.names}, reason))
+    quarantine = list(batch.quarantine)
+    keep = np.flatnonzero(live)
+    if not len(keep):
+        return Decided(None, rejected, quarantine)
+    kept_keys = keys[live[idx]]
+    if len(keep) < n:
+        sub = {k: [cols[k][i] for i in keep.tolist()] for k in DOC_SCHEMA.names if k != "text"}
+        arr = arr.take(keep)
+    else:
+        sub = {k: cols[k] for k in DOC_SCHEMA.names if k != "text"}
+    try:
+        kept = doc_table(sub, arr)
+    except Exception:  # noqa: BLE001 - a value Arrow cannot store: found row by row
+        kept = _storable({**sub, "text": arr.to_pylist()}, keep.tolist(), batch, ctx, quarantine)
+        kept_keys = None
+    if kept is not None:  # remembered once stored: a quarantined row's id stays free
+        if kept_keys is None:
+            kept_keys = id_hashes(kept.column("id").to_pylist())
+        ctx.kept_ids.add(kept_keys)
+    return Decided(kept, rejected, quarantine, kept_keys)
+
+
+def _lang_rules(cols: dict[str, list[Any]], live: np.ndarray, why: list[str | None],
+                cfg: Any) -> None:
+    """``min_lang_score`` and the ``languages`` allow-list, on the live rows."""
+    min_score = float(opt(cfg, "min_lang_score") or 0.0)
+    allowed = opt(cfg, "languages")
+    if min_score <= 0 and not allowed:
+        return
+    allowed = {langid.primary(x) for x in allowed} if allowed else None
+    for i in np.flatnonzero(live).tolist():
+        score = cols["lang_score"][i]
+        if min_score > 0 and score is not None and score < min_score:
+            why[i] = "ingest.lang_score"
+        elif allowed is not None and langid.primary(cols["lang"][i]) not in allowed:
+            why[i] = "ingest.language"
+        else:
+            continue
+        live[i] = False
+
+
+def decide_rows(batch: Batch, ctx: ReadContext) -> Decided:
+    """`decide`, row by row over Python strings (a batch with a lone surrogate in a text)."""
     cfg = ctx.cfg
     cols, n = batch.cols, len(batch)
     texts = cols["text"]

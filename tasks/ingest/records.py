@@ -134,15 +134,25 @@ def raw_record(rec: Any) -> str | None:
         return None
 
 
-def doc_table(cols: dict[str, list[Any]]) -> pa.Table:
-    return pa.table({f.name: pa.array(cols[f.name], f.type) for f in DOC_SCHEMA}, schema=DOC_SCHEMA)
+def doc_table(cols: dict[str, list[Any]], text: pa.Array | None = None) -> pa.Table:
+    """The contract table of column lists (`text`: the text column, already in Arrow)."""
+    return pa.table({f.name: text if f.name == "text" and text is not None else
+                     pa.array(cols[f.name], f.type) for f in DOC_SCHEMA}, schema=DOC_SCHEMA)
 
 
 class ReadContext:
     """What a reader needs: labels, the field mapping, the config and the skip counter."""
 
-    def __init__(self, path: Path, fields: dict[str, str], cfg: Any, source: str):
+    def __init__(self, path: Path, fields: dict[str, str], cfg: Any, source: str,
+                 part: dict[str, Any] | None = None):
         self.f = {c: fields.get(c, c) for c in DOC_SCHEMA.names if c != "meta"}
+        self.part = part  # a byte range of the input to read (tasks/ingest/ranges.py), or all
+        # a record with only these fields, all strings (or null), is mapped without `_row`: no
+        # meta, nothing to parse
+        self.plain_fields = tuple(self.f[c] for c in ("id", "text", "source", "url", "lang"))
+        self.plain_keys = frozenset(self.plain_fields)
+        if {self.f["fetched_at"], self.f["lang_score"]} & self.plain_keys:  # parsed: never plain
+            self.plain_keys = frozenset()
         self.label = safe_text(str(path))  # a file name need not be UTF-8
         self.source = safe_text(source)
         self.cfg = cfg
@@ -158,6 +168,25 @@ class ReadContext:
                    offset: int | None = None) -> None:
         """Map an input record (dict) to a contract row; everything unmapped goes to `meta`.
         A record that cannot be mapped is quarantined, whatever the reason."""
+        if rec.keys() <= self.plain_keys:  # the common case: contract fields only, appended
+            k_id, k_text, k_source, k_url, k_lang = self.plain_fields
+            rid, text, source, url, lang = (rec.get(k_id), rec.get(k_text), rec.get(k_source),
+                                            rec.get(k_url), rec.get(k_lang))
+            if type(text) is str and (rid is None or type(rid) is str) and \
+                    (source is None or type(source) is str) and \
+                    (url is None or type(url) is str) and (lang is None or type(lang) is str):
+                c = batch.cols
+                c["id"].append(rid if rid else self.pos_id(position))  # "" or None: no id
+                c["text"].append(text)
+                c["source"].append(source or self.source)
+                c["url"].append(url)
+                c["fetched_at"].append(None)
+                c["lang"].append(lang if lang and not lang.isspace() else None)
+                c["lang_score"].append(None)
+                c["meta"].append(None)
+                batch.pos.append(position)
+                batch.chars += len(text)
+                return
         try:
             row = self._row(rec, position)
         except Exception as e:  # noqa: BLE001 - one record's failure, never the file's

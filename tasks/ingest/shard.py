@@ -19,8 +19,10 @@ def ingest_file(
     fmt: str,
     fields: dict[str, str],
     cfg: Any,
+    part: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Read one input into ``out_dir/{kept,rejected,quarantine}/part-<file_key>-*.parquet``.
+    """Read one input (or, with `part`, one byte range of a JSONL input: ``ranges.py``) into
+    ``out_dir/{kept,rejected,quarantine}/part-<file_key>-*.parquet``.
 
     Returns the shard stats (counts, files written, documents kept per language, records
     skipped as not documents). Runs on a Dask worker or anywhere else.
@@ -30,10 +32,10 @@ def ingest_file(
         for old in (out / sub).glob(f"part-{file_key}-*.parquet"):
             old.unlink()
     source = p.name if p.is_dir() else p.name.split(".")[0]
-    ctx = ReadContext(p, fields, cfg, source)
+    ctx = ReadContext(p, fields, cfg, source, part)
     output = ShardWriter(out, file_key, cfg)
     try:
-        kind = detect_format(p, fmt)
+        kind = "jsonl" if part else detect_format(p, fmt)
         batches = READERS[kind](p, ctx)
     except InputError as e:  # a file a glob matched that no reader knows: counted, not fatal
         kind, batches = "unknown", iter([Batch(quarantine=[qrow(ctx.label, None, None,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,24 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tasks.ingest.config import SIDE_ROWS
-from tasks.ingest.ids import write_keys
+from tasks.ingest.ids import id_hashes, write_keys
 from tasks.ingest.policy import Decided
 from tasks.ingest.records import doc_table, safe_text
 from tasks.schema import DOC_SCHEMA, QUARANTINE_SCHEMA, with_reject
-from tasks.store import write_parquet
+from tasks.store import replace_durably, write_parquet
+
+
+def write_kept(t: pa.Table, path: Path, row_group_rows: int) -> None:
+    """A kept part, atomically: zstd at level 1 (faster to write than zstd's default level,
+    files the same size on the benchmark corpus), row groups of ``row_group_bytes`` of text."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    pq.write_table(t, tmp, compression="zstd", compression_level=1,
+                   row_group_size=row_group_rows)
+    replace_durably(tmp, path)
 
 
 def _scrub(v: Any) -> Any:
@@ -31,6 +43,7 @@ class ShardWriter:
         self.out, self.key, self.cfg = out, key, cfg
         self.kept_files: list[str] = []
         self.pending: list[pa.Table] = []
+        self.pending_keys: list[np.ndarray] = []
         self.pending_bytes = 0
         self.rejected: list[tuple[dict[str, Any], str]] = []
         self.rejected_chars = 0
@@ -42,7 +55,7 @@ class ShardWriter:
 
     def add(self, done: Decided) -> None:
         if done.kept is not None and len(done.kept):
-            self._add_kept(done.kept)
+            self._add_kept(done.kept, done.kept_keys)
         for row, reason in done.rejected:
             r = self.rejections.setdefault(reason, {"first": 0, "alone": 0})
             r["first"] += 1
@@ -57,8 +70,10 @@ class ShardWriter:
         if len(self.quarantine) >= SIDE_ROWS:
             self._flush_quarantine()
 
-    def _add_kept(self, t: pa.Table) -> None:
+    def _add_kept(self, t: pa.Table, keys: np.ndarray | None) -> None:
         cfg = self.cfg
+        if keys is None:
+            keys = id_hashes(t.column("id").to_pylist())
         self.n_kept += len(t)
         langs = pc.value_counts(pc.fill_null(t.column("lang"), "und")).to_pylist()
         self.langs.update({d["values"]: d["counts"] for d in langs})
@@ -70,6 +85,7 @@ class ShardWriter:
             take = max(1, int(np.searchsorted(fill, room, side="left")) + 1)
             take = min(take, len(t) - start)
             self.pending.append(t.slice(start, take))
+            self.pending_keys.append(keys[start:start + take])
             self.pending_bytes += int(fill[take - 1])
             start += take
             if self.pending_bytes >= cfg.shard_max_bytes:
@@ -81,10 +97,11 @@ class ShardWriter:
         t = pa.concat_tables(self.pending)
         avg = max(1, self.pending_bytes // max(len(t), 1))
         target = self.out / "kept" / f"part-{self.key}-{len(self.kept_files):04d}.parquet"
-        write_parquet(t, target, row_group_rows=max(1, self.cfg.row_group_bytes // avg))
-        write_keys(t.column("id"), self.out / "ids" / target.name)  # for ids.decide_ids
+        write_kept(t, target, max(1, self.cfg.row_group_bytes // avg))
+        write_keys(t.column("id"), self.out / "ids" / target.name,  # for ids.decide_ids
+                   np.concatenate(self.pending_keys))
         self.kept_files.append(target.name)
-        self.pending, self.pending_bytes = [], 0
+        self.pending, self.pending_keys, self.pending_bytes = [], [], 0
 
     def _part(self, sub: str) -> Path:
         n = self.parts[sub]

@@ -1,4 +1,5 @@
-"""Stage ``ingest``: raw files -> contract tables (one shard per input file), quarantine."""
+"""Stage ``ingest``: raw files -> contract tables (one shard per input file, or per byte range
+of a large JSONL input), quarantine."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from tasks.store import StageDir, merge_counts
 class Ingest(Stage):
     name = "ingest"
     # 2: normalisation, language id, more formats; 3: repeated ids rejected; 4: ids unique
-    # across inputs, language tags in the contract's form, hostile records quarantined
-    code_version = 4
+    # across inputs, language tags in the contract's form, hostile records quarantined;
+    # 5: language id on samples spread over the text (labels and scores change), large JSONL
+    # inputs read in ranges (parts laid out per range); texts unchanged
+    code_version = 5
     recipe_key = "input, stages.ingest"
     inputs = ("files",)
     outputs = ("kept", "quarantine")
@@ -53,19 +56,14 @@ class Ingest(Stage):
 
     def run(self, run: RunInfo, up: Upstream, out: StageDir, ex: Executor,
             variant: Any = None) -> dict[str, Any]:
-        from tasks import ingest
-        from tasks.ingest.ids import forget, make_unique
+        from tasks.ingest.plan import run_shards, shard_jobs
 
         inp, cfg = run.recipe.input, run.recipe.stages.ingest
         found = self._inputs(run)
-        # the resolved path: it labels quarantine rows and seeds the ids of records without one
-        jobs = [(f"{i:05d}", (str(f.resolve()), f"{i:05d}", str(out.path), inp.format,
-                              inp.fields, cfg)) for i, (f, _) in enumerate(found)]
-        forget(out, [k for k, _ in jobs])
-        stats = ex.shards(out, ingest.ingest_file, jobs, "ingest")
-        # ids unique per stage: a later input's id that an earlier one has gets a new one
-        renamed = make_unique(out, ex, [(k, s["kept"]) for (k, _), s in
-                                        zip(jobs, stats, strict=True)])
+        # one shard per input, or per range of a large JSONL input (tasks/ingest/ranges.py)
+        jobs = shard_jobs([f for f, _ in found], str(out.path), inp.format, inp.fields, cfg, ex)
+        # then ids unique per stage: a later input's id that an earlier one has gets a new one
+        stats, renamed = run_shards(out, ex, jobs)
         langs: dict[str, int] = {}
         skipped: dict[str, int] = {}
         for s in stats:
@@ -76,7 +74,7 @@ class Ingest(Stage):
         return {**merge_counts(stats), "files": [p for _, p in found],
                 "quarantined": sum(s.get("quarantined", 0) for s in stats),
                 "ids_renamed": renamed,  # kept documents given a new id (docs/outputs.md)
-                "langs": dict(sorted(langs.items())),  # kept documents per language
+                "langs": dict(sorted((k, v) for k, v in langs.items() if v)),
                 "skipped": dict(sorted(skipped.items())),  # records that are not documents
                 "outputs": {"kept": sorted(out.rel(out.path / k) for s in stats
                                            for k in s["kept"]),

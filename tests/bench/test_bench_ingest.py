@@ -1,29 +1,31 @@
-"""Ingest throughput, HTML extraction overhead, Dask scaling and peak memory.
+"""Ingest throughput (before / after / the physical limit), language id agreement and HTML
+extraction overhead.
 
 All through ``tasks.ingest.ingest_file`` with a default ``IngestConfig`` (normalisation and
 language id on, as a recipe gets them):
 
-1. JSONL ingest: docs/s and MB/s (input MB: the JSONL bytes read).
-2. HTML: datamill's ingest of a folder of pages (``format: html``) vs the bare extractor
+1. JSONL throughput, one process, each side in a fresh interpreter (warmed first: imports,
+   fastText model, ftfy tables; the fastest of ``RUNS``): MB/s of input and of text (the
+   UTF-8 bytes of the ``text`` fields), per CPU-second (one core) and per wall second.
+   *before*: the ingest code of ``DATAMILL_BENCH_BEFORE`` (default ``BEFORE``, the commit
+   before the ingest speed work: ftfy on every text its gate flagged, whole lines for ftfy,
+   a 2,000-character prefix for fastText, ``json`` line by line), run from a ``git archive``
+   of that commit's ``tasks/``; *after*: this tree; *limit*: ``pyarrow.json.read_json`` of
+   the same bytes plus a zstd Parquet write of the table.
+2. Language id: the sampled label (``langid.identify``) against fastText on the whole text
+   (``langid.identify_whole``), on every document of the corpus without a ``lang`` (those
+   ingest identifies by default), per source, and the 2,000-character prefix for comparison.
+3. HTML: datamill's ingest of a folder of pages (``format: html``) vs the bare extractor
    (``trafilatura.extract`` / resiliparse's ``extract_plain_text`` with datamill's settings)
-   in a loop over the same files: pages/s and the ratio (datamill adds decoding, the size and
-   depth guards, normalisation, language id and the Parquet write).
-3. Dask: the JSONL input (x4) split into 8 files, ingested on a ``LocalCluster`` of 1 and of 2
-   single-threaded worker processes (workers warmed first: imports, fastText model; the
-   fastest of 2 repetitions): docs/s and the speed-up (target >= 1.8x; 2 cores are the
-   ceiling, and the scheduler and this process share them).
-4. Peak RSS of a fresh interpreter ingesting one JSONL file of 1x, 10x and 20x the size (the
-   child reports its own peak): growth (target <= 1.2x at 10x). Memory is bounded by the shard
-   size (kept documents are held until a shard is full), so the input must span several
-   shards for the figure to mean anything: the runs use ``shard_max_bytes`` =
-   ``DATAMILL_BENCH_SHARD_MB`` (default 1) MB against a ~4 MB 1x input. With the recipe
-   default (128 MB shards) and a 4 MB input, 1x would hold one partial shard and 10x a full one.
+   in a loop over the same files: pages/s and the ratio.
+(4. one large file on 1 and 2 workers and 5. peak memory: ``test_bench_ingest_scale.py``.)
 
 Corpus: ``data/bench/jsonl/*.jsonl.gz`` and ``data/bench/html/`` (``make corpus``) if present,
 else ``data/sample/sample.jsonl`` repeated ``DATAMILL_BENCH_SCALE`` times (default 3) and its
 175 ``html`` fields written as pages. From the corpus, ``DATAMILL_BENCH_MB`` (default
 ``3 * scale``) MB of JSONL are taken (spread over the sources) and ``60 * scale`` pages.
-Prints tables; asserts only that every input document was accounted for.
+Prints tables; asserts only that every input document was accounted for and that both sides
+of a comparison read the same documents.
 """
 
 from __future__ import annotations
@@ -32,112 +34,33 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ingestkit import BENCH_JSONL, ROOT, RUNS, pages, records, timed, write
+from ingestkit import ingest as run_ingest
 
-from tasks.ingest import ingest_file
 from tasks.recipe import IngestConfig
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = ROOT / "data" / "sample" / "sample.jsonl"
-BENCH_JSONL = ROOT / "data" / "bench" / "jsonl"
-BENCH_HTML = ROOT / "data" / "bench" / "html"
-N_SPLIT = 8
-REPEATS = 2
-DASK_TARGET = 1.8
-RSS_TARGET = 1.2
-
-
-# ----------------------------------------------------------------------------- inputs
-def _records(scale: int) -> tuple[list[bytes], str]:
-    """JSONL lines (with newline) for the throughput input, and a label of where from."""
-    files = sorted(BENCH_JSONL.glob("*.jsonl.gz")) if BENCH_JSONL.is_dir() else []
-    if files:
-        budget = float(os.environ.get("DATAMILL_BENCH_MB", 3 * scale)) * 2**20
-        per = budget / len(files)
-        lines: list[bytes] = []
-        for f in files:
-            got = 0
-            with gzip.open(f, "rb") as fh:
-                for line in fh:
-                    if got >= per:
-                        break
-                    lines.append(line)
-                    got += len(line)
-        return lines, f"data/bench/jsonl ({len(files)} sources, {budget / 2**20:.0f} MB)"
-    lines = [ln if ln.endswith(b"\n") else ln + b"\n"
-             for ln in SAMPLE.read_bytes().splitlines(keepends=True) if ln.strip()]
-    return lines * scale, f"data/sample/sample.jsonl x{scale}"
-
-
-def _write(path: Path, lines: list[bytes]) -> Path:
-    path.write_bytes(b"".join(lines))
-    return path
-
-
-def _pages(scale: int, tmp: Path) -> tuple[Path, list[Path], str]:
-    """A folder of .html pages, and its files in order."""
-    if BENCH_HTML.is_dir():
-        by_source = [sorted(d.rglob("*.html")) for d in sorted(BENCH_HTML.iterdir())
-                     if d.is_dir()]
-        by_source = [s for s in by_source if s]
-        if by_source:
-            want = 60 * scale
-            per = max(1, want // len(by_source))
-            picked = [p for s in by_source for p in s[::max(1, len(s) // per)][:per]]
-            folder = tmp / "pages"
-            folder.mkdir()
-            for j, p in enumerate(picked[:want]):
-                (folder / f"{j:05d}.html").write_bytes(p.read_bytes())
-            files = sorted(folder.glob("*.html"))
-            return folder, files, f"data/bench/html ({len(files)} pages, {len(by_source)} sources)"
-    folder = tmp / "pages"
-    folder.mkdir()
-    n = 0
-    with open(SAMPLE, encoding="utf-8") as fh:
-        for line in fh:
-            rec = json.loads(line)
-            if isinstance(rec.get("html"), str):
-                (folder / f"{n:05d}.html").write_text(rec["html"], encoding="utf-8")
-                n += 1
-    return folder, sorted(folder.glob("*.html")), f"data/sample/sample.jsonl html fields ({n})"
-
-
-def _ingest(path: Path, key: str, out: Path, fmt: str, cfg: IngestConfig) -> dict[str, Any]:
-    stats = ingest_file(str(path), key, str(out), fmt, {}, cfg)
-    assert stats["docs_in"] == stats["docs_kept"] + stats["docs_rejected"]
-    return stats
+BEFORE = "9f62890"  # the commit before the ingest speed work (tasks/ingest, normalize, langid)
+TARGET_MBS = 20.0  # MB of text per second per core
 
 
 # ----------------------------------------------------------------------------- benchmarks
-def test_bench_ingest(bench_scale: int, tmp_path: Path,
-                      table: Callable[..., str]) -> None:
-    cfg = IngestConfig()
-    lines, label = _records(bench_scale)
-    src = _write(tmp_path / "input.jsonl", lines)
-    mb = src.stat().st_size / 2**20
+def test_bench_ingest(bench_scale: int, tmp_path: Path, table: Callable[..., str],
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    lines, label = records(bench_scale)
+    src = write(tmp_path / "input.jsonl", lines)
+    write(tmp_path / "warm.jsonl", lines[:50])
+    _bench_throughput(src, label, len(lines), tmp_path, table)
+    with monkeypatch.context() as m:
+        _bench_langid(lines, table, m)
 
-    # warm-up: imports, the fastText model, ftfy tables
-    _ingest(_write(tmp_path / "warm.jsonl", lines[:50]), "warm", tmp_path / "warm", "jsonl", cfg)
-
-    # 1. JSONL throughput
-    t0 = time.perf_counter()
-    stats = _ingest(src, "jsonl", tmp_path / "out-jsonl", "jsonl", cfg)
-    dt = time.perf_counter() - t0
-    n = stats["docs_in"]
-    assert n == len(lines)
-    rows: list[list[object]] = [["JSONL ingest", n, f"{mb:.1f}", f"{dt:.1f}",
-                                 f"{n / dt:,.0f}", f"{mb / dt:.2f}"]]
-    print(f"\n\nIngest throughput: {label}, 1 process")
-    print(table(["input", "docs", "MB", "s", "docs/s", "MB/s"], rows))
-
-    # 2. HTML: datamill's folder ingest vs the bare extractor
-    folder, files, plabel = _pages(bench_scale, tmp_path)
+    # 3. HTML: datamill's folder ingest vs the bare extractor
+    folder, files, plabel = pages(bench_scale, tmp_path)
     html_mb = sum(f.stat().st_size for f in files) / 2**20
     rows = []
     for name in ("trafilatura", "resiliparse"):
@@ -149,9 +72,9 @@ def test_bench_ingest(bench_scale: int, tmp_path: Path,
             got += bool(bare(f.read_bytes().decode("utf-8", "replace")))
         t_bare = time.perf_counter() - t0
         hcfg = IngestConfig(extractor=name)
-        _ingest(files[0], f"warm-{name}", tmp_path / "warm", "html", hcfg)
+        run_ingest(files[0], f"warm-{name}", tmp_path / "warm", "html", hcfg)
         t0 = time.perf_counter()
-        st = _ingest(folder, f"html-{name}", tmp_path / f"out-{name}", "html", hcfg)
+        st = run_ingest(folder, f"html-{name}", tmp_path / f"out-{name}", "html", hcfg)
         t_dm = time.perf_counter() - t0
         assert st["docs_in"] == len(files)
         rows.append([name, len(files), f"{len(files) / t_bare:,.1f}",
@@ -161,12 +84,6 @@ def test_bench_ingest(bench_scale: int, tmp_path: Path,
     print(table(["extractor", "pages", "bare pages/s", "datamill pages/s",
                  "datamill/bare time", "non-empty bare/kept"], rows))
 
-    # 3. Dask: 1 vs 2 worker processes
-    if os.environ.get("DATAMILL_BENCH_DASK", "1") != "0":
-        _bench_dask(lines, tmp_path, cfg, table)
-
-    # 4. peak RSS at 1x and 10x
-    _bench_rss(lines, tmp_path, table)
 
 
 def _bare_extractor(name: str) -> Callable[[str], str | None]:
@@ -188,96 +105,113 @@ def _bare_extractor(name: str) -> Callable[[str], str | None]:
     return run2
 
 
-def _warm_worker(path: str, out: str) -> int:
-    return ingest_file(path, f"warm-{os.getpid()}", out, "jsonl", {}, IngestConfig())["docs_in"]
-
-
-def _bench_dask(lines: list[bytes], tmp: Path, cfg: IngestConfig,
-                table: Callable[..., str]) -> None:
-    distributed = pytest.importorskip("distributed")
-    lines = lines * 4  # long enough that startup costs do not dominate
-    parts = [_write(tmp / f"split-{i}.jsonl", lines[i::N_SPLIT]) for i in range(N_SPLIT)]
-    warm = _write(tmp / "warm-dask.jsonl", lines[:50])
-    mb = sum(p.stat().st_size for p in parts) / 2**20
-    rows: list[list[object]] = []
-    rates = {}
-    for workers in (1, 2):
-        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      host="127.0.0.1", dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as client:
-            client.run(_warm_worker, str(warm), str(tmp / f"warm-{workers}"))
-            dt = float("inf")
-            for rep in range(REPEATS):  # the fastest of REPEATS: other processes share the cores
-                out = tmp / f"out-dask-{workers}-{rep}"
-                t0 = time.perf_counter()
-                futs = [client.submit(ingest_file, str(p), f"d{i}", str(out), "jsonl", {}, cfg,
-                                      pure=False) for i, p in enumerate(parts)]
-                res = client.gather(futs)
-                dt = min(dt, time.perf_counter() - t0)
-        n = sum(r["docs_in"] for r in res)
-        assert n == len(lines)
-        rates[workers] = n / dt
-        rows.append([f"{workers} worker(s)", len(parts), n, f"{dt:.1f}", f"{n / dt:,.0f}",
-                     f"{mb / dt:.2f}", f"{rates[workers] / rates[1]:.2f}x"])
-    print(f"\nDask LocalCluster (processes, 1 thread each), {N_SPLIT} input files, "
-          f"{mb:.1f} MB; target speed-up >= {DASK_TARGET}x; {os.cpu_count()} CPUs, load "
-          f"average {os.getloadavg()[0]:.1f} (other processes share them)")
-    print(table(["cluster", "files", "docs", "s", "docs/s", "MB/s", "speed-up"], rows))
-
-
-RSS_CHILD = r"""
-import json, resource, sys, time
-from tasks.ingest import ingest_file
-from tasks.recipe import IngestConfig
-from tasks import langid, normalize
-
-def status(key):
+# ----------------------------------------------------------------------------- 1. throughput
+def _before_tree(tmp: Path) -> Path | None:
+    """The ingest code of the "before" commit, unpacked (None when git or the commit is
+    missing, e.g. in a shallow clone)."""
+    rev = os.environ.get("DATAMILL_BENCH_BEFORE", BEFORE)
+    tree = tmp / f"before-{rev}"
+    tree.mkdir()
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-before = status("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-try:  # reset the high-water mark, so a transient peak while importing does not hide ingest's
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    reset = True
-except OSError:
-    reset = False
-t0 = time.perf_counter()
-cfg = IngestConfig(shard_max_bytes=int(sys.argv[3]))
-st = ingest_file(sys.argv[1], "rss", sys.argv[2], "jsonl", {}, cfg)
-dt = time.perf_counter() - t0
-peak = (status("VmHWM") if reset else None) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"before_kb": before, "peak_kb": peak, "docs": st["docs_in"], "s": dt}))
-"""
+        arch = subprocess.run(["git", "archive", rev, "tasks"], cwd=ROOT, capture_output=True,
+                              check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=arch, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return tree
 
 
-def _bench_rss(lines: list[bytes], tmp: Path, table: Callable[..., str]) -> None:
-    base = []
-    got = 0
-    for ln in lines:  # 1x: up to ~4 MB (the sample's size)
-        if got >= 4 * 2**20:
-            break
-        base.append(ln)
-        got += len(ln)
+def _limit(src: Path, tmp: Path) -> dict[str, Any]:
+    """pyarrow's JSON reader and a zstd Parquet write of the same bytes, in this process."""
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    best: dict[str, Any] = {}
+    for _ in range(RUNS):
+        t0, c0 = time.perf_counter(), time.process_time()
+        t = pj.read_json(src)
+        pq.write_table(t, tmp / "limit.parquet", compression="zstd")
+        got = {"s": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+               "docs": t.num_rows}
+        best = got if not best or got["cpu"] < best["cpu"] else best
+    return best
+
+
+def _bench_throughput(src: Path, label: str, n: int, tmp: Path,
+                      table: Callable[..., str]) -> None:
+    mb = src.stat().st_size / 2**20
+    text_mb = sum(len(json.loads(ln)["text"].encode()) for ln in
+                  src.read_bytes().splitlines() if ln.strip()) / 2**20
+    runs: list[tuple[str, dict[str, Any] | None]] = []
+    before = _before_tree(tmp)
+    runs.append((f"before ({os.environ.get('DATAMILL_BENCH_BEFORE', BEFORE)})",
+                 timed(before, src, tmp, "before") if before else None))
+    runs.append(("after (this tree)", timed(ROOT, src, tmp, "after")))
+    runs.append(("limit: pyarrow JSON + zstd Parquet", _limit(src, tmp)))
     rows: list[list[object]] = []
-    peaks = {}
-    shard = int(float(os.environ.get("DATAMILL_BENCH_SHARD_MB", "1")) * 2**20)
-    for mult in (1, 10, 20):
-        f = _write(tmp / f"rss-{mult}.jsonl", base * mult)
-        proc = subprocess.run([sys.executable, "-c", RSS_CHILD, str(f), str(tmp / f"rss{mult}"),
-                               str(shard)], cwd=ROOT, capture_output=True, text=True, check=True)
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        assert r["docs"] == len(base) * mult
-        peaks[mult] = r["peak_kb"]
-        rows.append([f"{mult}x", r["docs"], f"{f.stat().st_size / 2**20:.1f}",
-                     f"{r['s']:.1f}", f"{r['before_kb'] / 1024:.0f}",
-                     f"{r['peak_kb'] / 1024:.0f}", f"{r['peak_kb'] / peaks[1]:.2f}x"])
-    print(f"\nPeak RSS of one ingest_file (fresh interpreter; 'imports' = RSS after importing; "
-          f"peak = VmHWM reset after imports, else ru_maxrss; shards of {shard / 2**20:g} MB); "
-          f"target growth <= {RSS_TARGET}x at 10x")
-    print(table(["input", "docs", "MB", "s", "imports MiB", "peak MiB", "growth"], rows))
+    for name, r in runs:
+        if r is None:
+            rows.append([name, "-", "-", "-", "-", "-", "skipped: no git history"])
+            continue
+        assert r["docs"] == n
+        rows.append([name, r["docs"], f"{r['s']:.2f}", f"{r['cpu']:.2f}", f"{mb / r['cpu']:.1f}",
+                     f"{text_mb / r['cpu']:.1f}", f"{text_mb / r['s']:.1f}"])
+    if runs[0][1] is not None:
+        assert runs[0][1]["kept"] == runs[1][1]["kept"]  # type: ignore[index]
+    after = runs[1][1]["cpu"]  # type: ignore[index]
+    print(f"\n\nIngest throughput: {label}: {mb:.1f} MB of JSONL, {text_mb:.1f} MB of text; "
+          f"1 process, the fastest of {RUNS}; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; target >= {TARGET_MBS:g} MB/s of text per core")
+    print(table(["path", "docs", "wall s", "CPU s", "input MB/s/core", "text MB/s/core",
+                 "text MB/s wall"], rows))
+    if runs[0][1] is not None:
+        print(f"after / before: {runs[0][1]['cpu'] / after:.1f}x")
+
+
+# ----------------------------------------------------------------------------- 2. language id
+def _bench_langid(lines: list[bytes], table: Callable[..., str], mp: pytest.MonkeyPatch
+                  ) -> None:
+    from tasks import langid
+
+    read = [0]  # characters given to fastText
+    predict = langid._predict
+
+    def counted(prepared: list[str], langs: Any, scores: Any, rows: list[int]) -> None:
+        read[0] += sum(len(prepared[i]) for i in rows)
+        predict(prepared, langs, scores, rows)
+
+    mp.setattr(langid, "_predict", counted)
+
+    files = sorted(BENCH_JSONL.glob("*.jsonl.gz")) if BENCH_JSONL.is_dir() else []
+    docs: list[tuple[str, str]] = []
+    if files:
+        for f in files:
+            with gzip.open(f, "rt", encoding="utf-8") as fh:
+                docs += [(f.name.split(".")[0], r["text"]) for r in map(json.loads, fh)
+                         if r.get("lang") is None]
+        where = "data/bench/jsonl, every document without a lang"
+    else:
+        docs = [("sample", json.loads(ln)["text"]) for ln in lines[:2500]]
+        where = "the throughput input"
+    texts = [t for _, t in docs]
+    t0 = time.process_time()
+    got, _ = langid.identify(texts)
+    t_sample, n_sample = time.process_time() - t0, read[0]
+    want, _ = langid.identify_whole(texts)
+    n_whole = read[0] - n_sample
+    prefix, _ = langid.identify_whole([t[:2000] for t in texts])
+    n_prefix = read[0] - n_sample - n_whole
+    by: dict[str, list[int]] = {}
+    for i, (src, _) in enumerate(docs):
+        by.setdefault(src, []).append(i)
+    rows: list[list[object]] = []
+    for name, idx in [*sorted(by.items()), ("all", list(range(len(docs))))]:
+        rows.append([name, len(idx),
+                     f"{sum(got[i] == want[i] for i in idx) / len(idx) * 100:.2f}",
+                     f"{sum(prefix[i] == want[i] for i in idx) / len(idx) * 100:.2f}"])
+    print(f"\nLanguage id vs fastText on the whole text: {where} ({len(texts)} docs); "
+          f"characters read by fastText: sampled {n_sample / 1e6:.1f} M ({t_sample:.1f} CPU s), "
+          f"2,000-char prefix {n_prefix / 1e6:.1f} M, whole {n_whole / 1e6:.1f} M; "
+          f"target >= 99 %")
+    print(table(["source", "docs", "sampled: same label %", "2,000-char prefix: same %"],
+                rows))

@@ -123,7 +123,7 @@ def test_vectorised_mojibake_gate_agrees_with_ftfy() -> None:
     import pyarrow.compute as pc
     from ftfy.badness import MOJIBAKE_CATEGORIES, is_bad
 
-    from tasks.normalize import BADNESS_RE2
+    from tasks.ftfy_gate import BADNESS_RE2
 
     assert BADNESS_RE2 is not None
     chars: set[str] = set("ÂÃÎÐØÙà√≈‚Äâóвβ€ΒΓΞΟВГРСЂāŒœ°×²³abcxyzAZ .,?!\n\t\xa0\u2003_1")

@@ -62,6 +62,17 @@ class _ZstdRaw(io.RawIOBase):
         super().close()
 
 
+def open_part(path: Path, part: dict[str, Any]) -> BinaryIO:
+    """A plain or zstd input opened at a range's first byte (``tasks/ingest/ranges.py``): the
+    file at ``seek``; for zstd, the frame starting there, decompressed (and the frames after
+    it, as far as they are read)."""
+    fh = open(path, "rb")
+    fh.seek(part["seek"])
+    if part.get("zstd"):
+        return io.BufferedReader(_ZstdRaw(fh), buffer_size=READ_CHUNK)
+    return fh
+
+
 def open_stream(path: Path) -> BinaryIO:
     """Open plain, gzip or zstd by magic bytes (the extension may lie)."""
     with open(path, "rb") as fh:
