@@ -1,7 +1,8 @@
 """The run report's figures, drawn with matplotlib (Agg) from a run's outputs, as PNG bytes:
 
-- score histograms: per score column a rule thresholds (tasks/inspect.py rule_infos), the
-  documents stacked as kept / dropped by that column's rule / dropped by another rule, the
+- score histograms: per score column a rule thresholds (tasks/inspect.py rule_infos), and
+  per selector column (``*_score``, a corpus rule's column or annotation: ``quality_bucket``),
+  the documents stacked as kept / dropped by that column's rule / dropped by another rule, the
   threshold(s) marked;
 - corpus size before and after curation: UTF-8 bytes per source and per language of the
   ingest stage's kept documents and the filter's, and the tokenize stage's training tokens
@@ -93,6 +94,8 @@ def histogram_data(folder: Path, manifest: dict[str, Any]) -> dict[str, dict[str
     for r in infos:
         if r.scalar and r.column in numeric:
             by_col.setdefault(r.column, []).append(r)  # type: ignore[arg-type]
+    for c, rules in selector_columns(manifest, numeric, infos).items():
+        by_col.setdefault(c, rules)  # a selector's column no rule thresholds: panel too
     cols = list(by_col)[:MAX_PANELS]
     # pass 1: each column's range (and smallest positive value, for log bins)
     rng = {c: [math.inf, -math.inf, math.inf] for c in cols}
@@ -133,6 +136,36 @@ def histogram_data(folder: Path, manifest: dict[str, Any]) -> dict[str, dict[str
                 "nulls": nulls[c], "counts": counts[c]} for c, e in edges.items()}
 
 
+def selector_columns(manifest: dict[str, Any], numeric: set[str], infos: list[ins.RuleInfo]
+                     ) -> dict[str, list[ins.RuleInfo]]:
+    """Selector columns with no threshold of their own, each with the rules that decide on
+    it: every numeric ``*_score`` (dclm_fasttext_score, dsir_score, ...), the columns a corpus
+    rule names (``column``, ``columns``) and a non-dedup corpus rule's annotations
+    (``quality_bucket``); an annotation's own rules are its rule's (``dsir.not_sampled``)."""
+    from tasks.corpus import get_rule
+
+    filt = manifest.get("config", {}).get("filter", {}) or {}
+    out: dict[str, list[ins.RuleInfo]] = {c: [] for c in sorted(numeric)
+                                          if c.endswith("_score")}
+    for key, cfg in (filt.get("corpus") or {}).items():
+        cfg = cfg or {}
+        named = [cfg.get("column"), *(cfg.get("columns") or [])]
+        for c in named:
+            if isinstance(c, str) and c in numeric:
+                out.setdefault(c, [])
+        try:
+            mod = get_rule(key)
+        except Exception:  # a plug-in that no longer imports: no annotations known
+            continue
+        name = str(getattr(mod, "NAME", key))
+        if name.endswith("_dedup"):
+            continue
+        for c in getattr(mod, "ANNOTATIONS", {}):
+            if c in numeric:
+                out[c] = [r for r in infos if r.rule.startswith(name + ".")]
+    return out
+
+
 def score_histograms(folder: Path, manifest: dict[str, Any]) -> bytes | None:
     """One panel per thresholded score column, stacked, thresholds dashed; None without."""
     data = histogram_data(folder, manifest)
@@ -155,7 +188,7 @@ def score_histograms(folder: Path, manifest: dict[str, Any]) -> bytes | None:
             ax.axvline(t, color="#111", ls="--", lw=1)
         ax.set_xscale(**h["scale"])
         rules = ", ".join(r.split(".", 1)[-1] for r in h["rules"])
-        ax.set_title(label(f"{c} ({rules})", 60), fontsize=8)
+        ax.set_title(label(f"{c} ({rules})" if rules else c, 60), fontsize=8)
         ax.tick_params(labelsize=7)
         if h["nulls"]:
             ax.text(0.98, 0.95, f"{h['nulls']} null", transform=ax.transAxes, ha="right",
@@ -337,7 +370,8 @@ def figures(run: dict[str, Any], data_root: Path | None = None) -> list[Figure]:
     return out
 
 
-HIST_NOTE = ("Every document the filter scored, per score column a rule thresholds: kept "
+HIST_NOTE = ("Every document the filter scored, per score column a rule thresholds and per "
+             "selector column (classifier scores, DSIR weights, quality buckets): kept "
              "(blue), dropped first by the rule(s) named in the panel's title (red), dropped "
              "first by another rule (amber). Dashed lines: the thresholds. Null scores (the "
              "rule does not apply) are counted apart.")

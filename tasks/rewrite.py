@@ -9,7 +9,7 @@ pass-through that re-uses its input shards without copying them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -137,10 +137,27 @@ def select_mask(ids: list[str], reasons: list[str | None] | None, cfg: dict[str,
 @dataclass
 class Shard:
     job: dict[str, Any]
-    table: pa.Table  # originals (rewrite mode) or the filter's rejects (recycle mode)
-    selected: list[int]
-    keys: list[list[str]]  # per selected doc: its chunks' request keys, in order
+    table: pa.Table  # originals (rewrite, route) or the filter's rejects (recycle mode)
+    selected: list[int]  # per attempt: its document's row (a routed doc may have several)
+    keys: list[list[str]]  # per attempt: its chunks' request keys, in order
     waiting: set[str]
+    prompts: list[Any] = field(default_factory=list)  # per attempt: its Prompt
+
+
+def attempt_prompts(t: pa.Table, mask: list[bool], prompt: Any) -> list[tuple[int, Any]]:
+    """(row, prompt) per rewrite attempt: one per selected row for a single prompt; for a
+    ``Routing`` (tasks/prompts/routing.py), one per prompt of the route holding the row's
+    bucket, none for a null bucket or one no route holds."""
+    from tasks.prompts.routing import Routing
+
+    if not isinstance(prompt, Routing):
+        return [(i, prompt) for i, m in enumerate(mask) if m]
+    if prompt.column not in t.column_names:
+        raise ValueError(f"prompt {prompt.name!r} routes by {prompt.column!r}, which these "
+                         f"documents lack: add the quality_buckets corpus rule to the filter "
+                         f"stage (stages.filter.corpus)")
+    values = t.column(prompt.column).to_pylist()
+    return [(i, p) for i, m in enumerate(mask) if m for p in prompt.prompts_for(values[i])]
 
 
 def plan_shard(job: dict[str, Any], cfg: dict[str, Any], prompt: Any, key_model: str,
@@ -155,23 +172,22 @@ def plan_shard(job: dict[str, Any], cfg: dict[str, Any], prompt: Any, key_model:
     ids = t.column("id").to_pylist()
     reasons = t.column("reject_reason").to_pylist() if job["mode"] == "recycle" else None
     mask = select_mask(ids, reasons, cfg)
-    budget = cfg.get("chunk_tokens") or prompt.chunk_tokens
     texts = t.column("text").to_pylist()
-    selected, keys, reqs = [], [], {}
-    digest = prompt.digest()
-    for i, m in enumerate(mask):
-        if not m:
-            continue
+    selected, keys, prompts, reqs = [], [], [], {}
+    for i, p in attempt_prompts(t, mask, prompt):
+        budget = cfg.get("chunk_tokens") or p.chunk_tokens
+        digest = p.digest()
         ks = []
         for chunk in chunk_text(texts[i], budget):
             k = request_key(chunk, digest, key_model, cfg["api"], sampling_key)
             ks.append(k)
             if k not in reqs:
-                reqs[k] = Request(k, messages=prompt.messages(chunk)) if cfg["api"] == "chat" \
-                    else Request(k, prompt=prompt.completion(chunk))
+                reqs[k] = Request(k, messages=p.messages(chunk)) if cfg["api"] == "chat" \
+                    else Request(k, prompt=p.completion(chunk))
         selected.append(i)
         keys.append(ks)
-    return Shard(job, t, selected, keys, set(reqs)), reqs
+        prompts.append(p)
+    return Shard(job, t, selected, keys, set(reqs), prompts), reqs
 
 
 def _null_provenance(t: pa.Table) -> pa.Table:
@@ -187,19 +203,23 @@ def finish_shard(sh: Shard, outputs: dict[str, dict[str, Any]], errors: dict[str
     then the optional post-filter and the mixer; write files, then the shard's marker: only
     when no document failed transiently (``rewrite.transient_error``: retried next run)."""
     from tasks.prompts import merge_chunks
+    from tasks.schema import DOC_COLUMNS
     from tasks.store import atomic_write_json
 
     job, t = sh.job, sh.table
     recycle = job["mode"] == "recycle"
     if recycle:  # the filter's scores describe the original text, not its rewrite
-        from tasks.schema import DOC_COLUMNS
-
         base = t.select([c for c in t.column_names if c in DOC_COLUMNS])
     else:
         base = t
-    ok_idx, ok_text, ok_tin, ok_tout = [], [], [], []
-    bad_idx, bad_reason, bad_tin, bad_tout = [], [], [], []
-    for i, ks in zip(sh.selected, sh.keys, strict=True):
+    # route: the filter's kept documents, their score columns (bucket included) describing
+    # the original; a rewrite carries them null
+    blank = [c for c in t.column_names if c not in DOC_COLUMNS] \
+        if job["mode"] == "route" else []
+    attempt_prompts = sh.prompts or [prompt] * len(sh.selected)
+    ok_idx, ok_text, ok_tin, ok_tout, ok_name = [], [], [], [], []
+    bad_idx, bad_reason, bad_tin, bad_tout, bad_name = [], [], [], [], []
+    for i, ks, pr in zip(sh.selected, sh.keys, attempt_prompts, strict=True):
         parts, reason, tin, tout = [], None, 0, 0
         for k in ks:
             if k in errors:
@@ -208,38 +228,44 @@ def finish_shard(sh: Shard, outputs: dict[str, dict[str, Any]], errors: dict[str
             o = outputs[k]
             tin += int(o.get("tokens_in") or 0)
             tout += int(o.get("tokens_out") or 0)
-            p = prompt.parse(o["output"])
+            p = pr.parse(o["output"])
             if p.text is None:
-                if p.reason == prompt.reject_reason and prompt.reject_if is not None:
+                if p.reason == pr.reject_reason and pr.reject_if is not None:
                     continue  # this chunk had nothing useful; the others may
                 reason = p.reason
                 break
             parts.append(p.text)
         if reason is None and not parts:
-            reason = prompt.reject_reason if prompt.reject_if is not None else "empty_output"
+            reason = pr.reject_reason if pr.reject_if is not None else "empty_output"
         if reason is None:
             ok_idx.append(i)
             ok_text.append(merge_chunks(parts))
             ok_tin.append(tin)
             ok_tout.append(tout)
+            ok_name.append(pr.name)
         else:
             bad_idx.append(i)
             bad_reason.append(f"rewrite.{reason}")
             bad_tin.append(tin)
             bad_tout.append(tout)
+            bad_name.append(pr.name)
 
-    def rows(idx: list[int], texts: list[str] | None, tin: list[int], tout: list[int]
-             ) -> pa.Table:
+    def rows(idx: list[int], texts: list[str] | None, tin: list[int], tout: list[int],
+             names: list[str]) -> pa.Table:
         r = base.take(pa.array(idx, pa.int64()))
         src_ids = r.column("id").to_pylist()
         # keep the contract's fields (and their non-null flags) so shards concatenate
         r = r.set_column(r.schema.get_field_index("id"), base.schema.field("id"),
-                         pa.array([f"{x}~{prompt.name}" for x in src_ids], pa.string()))
+                         pa.array([f"{x}~{nm}" for x, nm in zip(src_ids, names, strict=True)],
+                                  pa.string()))
         if texts is not None:
             r = r.set_column(r.schema.get_field_index("text"), base.schema.field("text"),
                              pa.array(texts, pa.large_string()))
+        for c in blank:
+            j = r.schema.get_field_index(c)
+            r = r.set_column(j, r.schema.field(j), pa.nulls(len(r), r.schema.field(j).type))
         n = len(idx)
-        cols = [pa.array(src_ids, pa.string()), pa.array([prompt.name] * n, pa.string()),
+        cols = [pa.array(src_ids, pa.string()), pa.array(names, pa.string()),
                 pa.array([model] * n, pa.string()), pa.array([cfg["backend"]] * n, pa.string()),
                 pa.array(tin, pa.int64()), pa.array(tout, pa.int64())]
         for f, c in zip(PROVENANCE, cols, strict=True):
@@ -247,8 +273,8 @@ def finish_shard(sh: Shard, outputs: dict[str, dict[str, Any]], errors: dict[str
             r = r.append_column(f, c)
         return r
 
-    rewrites = rows(ok_idx, ok_text, ok_tin, ok_tout)
-    failed = rows(bad_idx, None, bad_tin, bad_tout)
+    rewrites = rows(ok_idx, ok_text, ok_tin, ok_tout, ok_name)
+    failed = rows(bad_idx, None, bad_tin, bad_tout, bad_name)
     fail_reasons = list(bad_reason)
     rejected_parts: list[pa.Table] = []
 
@@ -313,6 +339,7 @@ def finish_shard(sh: Shard, outputs: dict[str, dict[str, Any]], errors: dict[str
     stats = {"docs_in": real_in + n_attempts, "docs_kept": real_in + len(rewrites),
              "docs_rejected": n_rej, "rejections": counts, "originals": real_in,
              "attempts": n_attempts, "rewrites_kept": len(rewrites),
+             "by_prompt": by_prompt(ok_name + bad_name, rewrites.column("prompt").to_pylist()),
              "tokens_in": int(sum(ok_tin) + sum(bad_tin)),
              "tokens_out": int(sum(ok_tout) + sum(bad_tout)),
              "kept_file": job["kept"] if len(kept) else None,
@@ -320,6 +347,16 @@ def finish_shard(sh: Shard, outputs: dict[str, dict[str, Any]], errors: dict[str
     if not stats["transient_failures"]:  # else not done: the next run redoes this shard
         atomic_write_json(Path(job["marker"]), stats)
     return stats
+
+
+def by_prompt(attempted: list[str], kept: list[str]) -> dict[str, dict[str, int]]:
+    """Per prompt: rewrite attempts and rewrites kept (after the post-filter and mixer)."""
+    out: dict[str, dict[str, int]] = {}
+    for names, k in ((attempted, "attempts"), (kept, "kept")):
+        for n in names:
+            c = out.setdefault(n, {"attempts": 0, "kept": 0})
+            c[k] += 1
+    return out
 
 
 def quality_scores(t: pa.Table, spec: str) -> list[float]:

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "minhash_dedup": "tasks.corpus.minhash",
     "top_k": "tasks.corpus.top_k",
     "dsir": "tasks.select.dsir",
+    "quality_buckets": "tasks.select.buckets",
 }
 
 

@@ -235,18 +235,27 @@ _FILE_KEYS = {"system", "user", "chunk_tokens", "strip_prefixes", "start_marker"
               "reject_if", "reject_reason", "family", "name"}
 
 
-def load_prompt(name_or_path: str) -> Prompt:
+def load_prompt(name_or_path: str) -> Any:
     """A built-in prompt by name, or a user's prompt file (YAML or JSON) with at least
-    ``user`` (containing ``{text}``) and optionally the other Prompt fields."""
+    ``user`` (containing ``{text}``) and optionally the other Prompt fields; or a routing by
+    quality bucket (``tasks/prompts/routing.py``: the built-in ``nemotron_cc_routed``, or a
+    file with ``routes``), which returns a ``Routing``."""
+    from tasks.prompts.routing import builtin_routings, is_routing_file, routing_from
+
     if name_or_path in BUILTIN:
         return BUILTIN[name_or_path]
+    routings = builtin_routings()
+    if name_or_path in routings:
+        return routings[name_or_path]
     p = Path(name_or_path)
     if not p.is_file():
         raise ValueError(f"unknown prompt {name_or_path!r}: not a built-in "
-                         f"({', '.join(sorted(BUILTIN))}) and no such file")
+                         f"({', '.join(sorted([*BUILTIN, *routings]))}) and no such file")
     import yaml
 
     raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    if is_routing_file(raw):
+        return routing_from(raw, p)
     if not isinstance(raw, dict) or not isinstance(raw.get("user"), str):
         raise ValueError(f"{p}: a prompt file needs a mapping with a 'user' string")
     bad = sorted(set(raw) - _FILE_KEYS)

@@ -1,6 +1,7 @@
-"""Stages ``rewrite`` (before the filter) and ``recycle`` (REWIRE: the filter's rejects,
-rewritten and checked by the same rules, after it): identity/noise per shard on Dask; LLM
-backends through one request pool, with cost accounting."""
+"""Stages ``rewrite`` (before the filter) and ``recycle`` (after it: REWIRE's rewrite of the
+filter's rejects, checked by the same rules; or Nemotron-CC's rewrite of the kept documents
+with prompts routed by the quality bucket the filter stage assigned): identity/noise per
+shard on Dask; LLM backends through one request pool, with cost accounting."""
 
 from __future__ import annotations
 
@@ -18,9 +19,18 @@ LLM_METRICS = ["attempts", "rewrites_kept", "requests", "retries", "cache_hits",
                "transient_failures", "cost_run", "cost_total"]
 
 
+def routed(cfg: Any) -> bool:
+    """The prompt is a routing by quality bucket (tasks/prompts/routing.py)."""
+    from tasks.prompts import load_prompt
+    from tasks.prompts.routing import Routing
+
+    return isinstance(load_prompt(cfg.prompt), Routing)
+
+
 def _deferred(cfg: Any) -> bool:
-    """select=rejected: the LLM rewrites the filter's rejects, after it (recycle)."""
-    return cfg is not None and cfg.is_llm and cfg.select == "rejected"
+    """After the filter (recycle): select=rejected (the LLM rewrites the filter's rejects), or
+    a prompt routed by quality bucket (the buckets exist only once the filter has run)."""
+    return cfg is not None and cfg.is_llm and (cfg.select == "rejected" or routed(cfg))
 
 
 def llm_cache_dir(run: RunInfo) -> Path:
@@ -68,6 +78,13 @@ def run_llm(run: RunInfo, out: StageDir, ex: Executor, cfg: Any, jobs: list[dict
                             + tout / 1e6 * cfg.price_per_m_output, 6),
         "prompt": cfg.prompt, "model": model_id(config), "backend": cfg.backend,
         "transient_failures": sum(s.get("transient_failures", 0) for s in shards)})
+    per_prompt: dict[str, dict[str, int]] = {}
+    for s in shards:  # attempts and kept rewrites per prompt (a routing has several)
+        for name, c in s.get("by_prompt", {}).items():
+            tot = per_prompt.setdefault(name, {"attempts": 0, "kept": 0})
+            tot["attempts"] += c["attempts"]
+            tot["kept"] += c["kept"]
+    llm["by_prompt"] = per_prompt
     kept = [out.rel(s["kept_file"]) for s in shards if s.get("kept_file")]
     body = {**merge_counts(shards), "llm": llm, "outputs": {"kept": kept},
             "transient_failures": llm["transient_failures"]}
@@ -139,16 +156,24 @@ class Rewrite(Stage):
 
 
 class Recycle(Stage):
-    """REWIRE: rewrite the documents the filter rejected (by quality rules, not dedup), run
-    the rewrites through the same rules, and add those that pass to the kept documents. The
-    filter's kept documents pass through; its rejects stay accounted in the filter stage."""
+    """After the filter, two modes.
+
+    REWIRE (``select: rejected``): rewrite the documents the filter rejected (by quality
+    rules, not dedup), run the rewrites through the same rules, and add those that pass to
+    the kept documents. The filter's kept documents pass through; its rejects stay accounted
+    in the filter stage. With a routed prompt, each reject's bucket picks its prompts.
+
+    Routed (a prompt routed by quality bucket, ``select: all``): the filter's kept documents,
+    which carry ``quality_bucket``, are the originals; each gets the prompts of its bucket's
+    route, and the rewrites are added beside them, as the ``rewrite`` stage adds them."""
 
     name = "recycle"
     group = "filter"
     code_version = 1
-    recipe_key = "stages.rewrite (select: rejected)"
+    recipe_key = "stages.rewrite (select: rejected, or a prompt routed by quality bucket)"
     inputs = ("kept", "rejected")
-    description = "REWIRE: the filter's rejects rewritten; those passing its rules join"
+    description = ("after the filter: REWIRE (its rejects rewritten; those passing its rules "
+                   "join) or rewrites routed by quality bucket")
 
     def enabled(self, run: RunInfo, up: Upstream) -> bool:
         return _deferred(run.recipe.stages.rewrite)
@@ -162,6 +187,10 @@ class Recycle(Stage):
         import pyarrow.parquet as pq
 
         cfg, fcfg, filtered = run.recipe.stages.rewrite, run.recipe.stages.filter, up.docs
+        if cfg.select == "all":  # routed by bucket: the kept documents are the originals
+            jobs = [_llm_job(out, shard_key(rel), "route", run.abs(rel), "recycle")
+                    for rel in filtered.kept]
+            return run_llm(run, out, ex, cfg, jobs, "recycle")
         jobs, real = [], 0
         for kept_rel, rej_rel in zip(filtered.kept, filtered.output("rejected"), strict=True):
             n_real = pq.read_metadata(run.abs(kept_rel)).num_rows

@@ -50,7 +50,8 @@ def _files(tmp: Path) -> tuple[str, str, str]:
 def _required(model: type[BaseModel], files: tuple[str, str, str]) -> dict[str, Any]:
     """Values for required fields (a file for a path, an input glob, a score column)."""
     given = {"paths": ["data/sample/sample.jsonl"], "path": files[0],
-             "column": "gopher_quality_alpha_words_frac", "target": {"source": "wiki"}}
+             "column": "gopher_quality_alpha_words_frac", "target": {"source": "wiki"},
+             "columns": ["gopher_quality_mean_word_length"]}
     out = {n: given[n] for n, f in model.model_fields.items() if f.is_required()}
     if model is get_rule("top_k").Config:
         out["percent"] = 10.0  # one of percent / quantile
