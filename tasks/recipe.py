@@ -122,7 +122,8 @@ class RewriteConfig(Strict):
         "wrap_wikipedia", description="LLM: a built-in prompt (wrap_easy, "
         "wrap_wikipedia, wrap_hard, wrap_qa, nemotron_wikipedia, "
         "nemotron_diverse_qa, nemotron_distill, nemotron_extract_knowledge, "
-        "nemotron_knowledge_list, rewire, nemotron_math_clean) or a prompt file")
+        "nemotron_knowledge_list, rewire, nemotron_math_clean), a prompt file, or a routing "
+        "by quality bucket (nemotron_cc_routed or a routes file; docs/rewriting.md)")
     select: Literal["all", "rejected"] = Field(
         "all", description="LLM: rewrite all documents here, or (REWIRE) recycle the "
         "documents the filter rejects, after the filter: rewrites that pass its rules join "
@@ -264,7 +265,7 @@ class TokenizeConfig(Strict):
 
 class EvaluateConfig(Strict):
     batch_size: int = Field(8, ge=1, description="windows scored per forward pass")
-    tasks: list[Literal["next_sentence", "final_word"]] = Field(
+    tasks: list[Literal["next_sentence", "final_word", "cloze"]] = Field(
         default_factory=lambda: ["next_sentence", "final_word"],
         description="multiple-choice tasks built from held-out text (docs/evaluation.md)")
     max_items: int = Field(500, ge=1, description="items per multiple-choice task")
