@@ -117,7 +117,7 @@ def _read_scores(path: str, filters: Mapping[str, FilterConfig], extra: Sequence
     names = pq.read_schema(path).names
     prefixes = tuple(f"{get_filter(n).NAME}_" for n in filters)
     cols = [c for c in names if c.startswith(prefixes) and c not in DOC_COLUMNS]
-    cols += [c for c in extra if c in names and c not in cols]
+    cols += [c for c in dict.fromkeys(extra) if c in names and c not in cols]  # rules may share
     return pq.read_table(path, columns=[*cols, "lang"] if "lang" not in cols else cols)
 
 

@@ -263,6 +263,13 @@ def more_tables(run: dict[str, Any]) -> str:
         out.append("<h2>Where the time goes</h2>\n<p>Per shard step: wall and CPU seconds summed "
                    "over shards, bytes read and written by the workers' processes.</p>\n"
                    + _html_table(prof))
+    from tasks.select.cluster_report import cluster_rows
+
+    clusters = cluster_rows(run["stages"])
+    if clusters:
+        out.append("<h2>Clusters</h2>\n<p>The clusters stage's k-means clusters (embeddings): "
+                   "documents, kept by the filter stage, d_intra, d_inter, example titles; "
+                   "the most thinned first.</p>\n" + _html_table(clusters))
     return "\n".join(out)
 
 
