@@ -38,11 +38,12 @@ def build(recipe: Any) -> list[Stage]:
     stages: list[Stage] = [cls() for cls in PIPELINE]
     for extra in recipe.stages.extra:
         stage = extra.build()
-        names = [s.until_name() for s in stages]
+        # a group's name, or a stage's own (an extra stage inside a group: after: embed)
+        names = list(dict.fromkeys(n for s in stages for n in (s.until_name(), s.name)))
         if extra.after not in names:
             raise ValueError(f"stages.extra {extra.use}: after {extra.after!r} is not a stage "
                              f"of this run ({names})")
-        at = max(i for i, s in enumerate(stages) if s.until_name() == extra.after)
+        at = max(i for i, s in enumerate(stages) if extra.after in (s.until_name(), s.name))
         stages.insert(at + 1, stage)
     return stages
 
