@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 
 from flows.cli import catalog_cmds, decide, export, inspect, llm, refresh, run, server, stages
+from flows.cli import contamination as contamination_cmd
+from flows.cli import mixsearch as mixsearch_cmd
 from flows.cli import sweep as sweep_cmd
 from flows.cli.common import EXIT_USAGE
 
@@ -17,7 +19,7 @@ __all__ = ["EXIT_USAGE", "SUBCOMMANDS", "main"]
 # The subcommand modules, in the order `datamill --help` lists them. A new subcommand is one
 # module with add_parser(subparsers) plus one entry here.
 SUBCOMMANDS = [run, stages, catalog_cmds, inspect, decide, export, refresh, server, llm,
-               sweep_cmd]
+               sweep_cmd, contamination_cmd, mixsearch_cmd]
 
 
 def _parser() -> argparse.ArgumentParser:
