@@ -34,8 +34,9 @@ def test_init_from_a_run_id(prefect_harness: None, sample_lines: list[str], tmp_
 
     recipe = write_recipe(tmp_path / "new.yaml", tmp_path / "new.jsonl", root)
     raw = yaml.safe_load(recipe.read_text())
+    # 4 steps: the continuation's first logged loss (step 2) is what shows where it started
     raw["stages"]["train"].update(init_from=first["run_id"], replay=0.05, schedule="wsd",
-                                  workers=2)
+                                  workers=2, max_tokens=8 * 64 * 4)
     recipe.write_text(yaml.safe_dump(raw))
     second = run_recipe(str(recipe), until="train")
     new = stages_of(second)

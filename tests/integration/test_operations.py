@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from serverkit import cli, deployments_file, start_serve, start_server, stop_all
 
 from tasks.catalog import Catalog
@@ -41,6 +42,10 @@ def _check_ui_page(url: str, must_show: list[str]) -> None:
 def test_server_serve_trigger(tmp_path: Path, sample_slice: Path, write_recipe: Any) -> None:
     root = tmp_path / "root"
     recipe = write_recipe(tmp_path / "recipe.yaml", sample_slice, root)
+    raw = yaml.safe_load(recipe.read_text())
+    raw["stages"]["train"]["max_tokens"] = 8 * 64 * 4  # 4 steps: operations, not the model
+    raw["stages"]["evaluate"].update(max_docs=5, tasks=[])
+    recipe.write_text(yaml.safe_dump(raw))
     deployments = deployments_file(tmp_path / "prefect.yaml", "slice",
                                    "flows/pipeline.py:run_recipe", recipe, "0 3 * * *")
     env, api = start_server(root)

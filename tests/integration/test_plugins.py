@@ -44,6 +44,9 @@ def plugin_run(prefect_harness: None, sample_slice: Path, tmp_path_factory: pyte
     f["corpus"] = {"acme_data.longest": {"percent": 90}}  # one line: a corpus rule
     recipe["stages"]["extra"] = [{"use": "acme_data.tagging:TagStage", "after": "filter",
                                   "with": {"min_chars": 1500}}]  # one line: a stage
+    # a short training and evaluation: the plugins act before them (the run must reach them)
+    recipe["stages"]["train"]["max_tokens"] = 8 * 64 * 4
+    recipe["stages"]["evaluate"].update(max_docs=5, tasks=[])
     path.write_text(yaml.safe_dump(recipe))
     summary = run_recipe(str(path))
     return {"summary": summary, "root": tmp / "root"}

@@ -32,6 +32,9 @@ def _recipe(path: Path, base: Path, ref: Path, top: float, dsir: dict[str, Any])
                    "dsir": {"target": {"paths": [str(ref)]}, **dsir}}}
     recipe["stages"]["extra"] = [{**FT, "with": {**FT["with"],
                                                  "reference": {"paths": [str(ref)]}}}]
+    # a short training and evaluation: the selectors decide before them
+    recipe["stages"]["train"]["max_tokens"] = 8 * 64 * 4
+    recipe["stages"]["evaluate"].update(max_docs=5, tasks=[])
     path.write_text(yaml.safe_dump(recipe))
     return path
 

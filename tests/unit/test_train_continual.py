@@ -166,7 +166,9 @@ def test_source_weights_and_annealing_reweight_batches(corpora: dict[str, Path])
 def test_replay_keeps_old_data_loss_lower(corpora: dict[str, Path], capsys):
     """Continual training on the new slice with 5 % replay forgets less of the old data."""
     root = corpora["root"]
-    base = train(cfg(100), corpora["old"], root / "base")
+    # 40 steps a run: both effects are wider here than at 100 (forgetting +0.19 vs +0.07 nats,
+    # replay's gain -0.12 vs -0.07) at 40 % of the training time
+    base = train(cfg(40), corpora["old"], root / "base")
     base_ckpt = Path(base["checkpoint"])
     info = json.loads((base_ckpt / INIT_INFO).read_text())
     assert (base_ckpt / info["data_dir"]).resolve() == corpora["old"].resolve()
@@ -174,7 +176,7 @@ def test_replay_keeps_old_data_loss_lower(corpora: dict[str, Path], capsys):
     loss_before = heldout_loss(base_ckpt, corpora["old"])
     results = {}
     for replay in (0.0, 0.05):
-        c = cfg(100, init_from=str(base_ckpt), replay=replay, schedule="wsd")
+        c = cfg(40, init_from=str(base_ckpt), replay=replay, schedule="wsd")
         metrics = root / f"cont-{replay}.jsonl"
         s = train(c, corpora["new"], root / f"cont-{replay}", metrics_path=metrics)
         first = json.loads(metrics.read_text().splitlines()[0])
