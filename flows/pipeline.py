@@ -19,7 +19,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.contracts import contract_gate
 from flows.runner import AccountingError, RunContext, run_stage
-from infra import dask as dask_engine
 from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
 from tasks import report
@@ -88,8 +87,6 @@ def run_stages(ctx: RunContext, until: str | None) -> Upstream:
     for i, stage in enumerate(stages):
         group = stage.until_name()
         if stage.enabled(ctx.info, up):  # type: ignore[arg-type]
-            if stage.resources.gpus > 0 and not any(s.resources.gpus for s in stages[:i]):
-                dask_engine.release_local()  # CPU stages are done; the cores go to training
             for m in run_stage(ctx, stage, up):
                 up.add(m, docs=stage.produces_docs)
         if stage.name == "ingest" and ctx.recipe.stages.ingest.incremental \

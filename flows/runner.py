@@ -81,6 +81,7 @@ class Engines:
         if todo:
             calls = [(str(out.shard_marker(k)), fn, *a) for k, a in todo]
             if res.gpus > 0:  # a pool of Ray actors (one GPU each when the cluster has them)
+                self._release_for_gpu_stage()
                 got = ray_engine.map_shards(run_marked, calls, res.cpus, res.gpus)
             else:
                 got = dask_engine.map_shards(run_marked, calls, desc)
@@ -96,7 +97,14 @@ class Engines:
     def task(self, fn: Callable[..., Any], *args: Any, desc: str = "task") -> Any:
         return dask_engine.map_shards(fn, [args], desc)[0]
 
+    def _release_for_gpu_stage(self) -> None:
+        # the cores go to training: only when a GPU stage computes (a cached one keeps Dask up
+        # for the next run in this process)
+        if self.resources.gpus > 0:
+            dask_engine.release_local()
+
     def actor(self, target: str, *args: Any, **kwargs: Any) -> Any:
+        self._release_for_gpu_stage()
         ray = ray_engine.init()
         actor = ray_engine.start_actor()
         try:
@@ -106,6 +114,7 @@ class Engines:
 
     def distributed(self, target: str, kwargs: dict[str, Any], workers: int,
                     storage: Path) -> None:
+        self._release_for_gpu_stage()
         ray_engine.run_distributed(target, kwargs, workers, storage)
 
     def gpus(self) -> float:

@@ -67,3 +67,19 @@ def test_a_manifest_whose_files_are_gone_is_not_a_cache_hit(tmp_path: Path) -> N
     assert not sd.done() and not (sd.path / "_shards").exists()  # the stage runs again
     stale = list(sd.path.glob("manifest.stale-*.json"))
     assert len(stale) == 1 and json.loads(stale[0].read_text())["docs_in"] == 1
+
+
+def test_a_gpu_stage_stops_local_dask_only_when_it_computes() -> None:
+    """Training's cores: the local Dask cluster stops when a GPU stage starts work (its idle
+    workers slow torch), and a CPU stage's executor leaves it up."""
+    from flows.runner import Engines
+    from infra import dask as dask_engine
+
+    dask_engine.get_client()
+    try:
+        Engines(Resources(cpus=1))._release_for_gpu_stage()
+        assert dask_engine._client is not None
+        Engines(Resources(cpus=1, gpus=1))._release_for_gpu_stage()
+        assert dask_engine._client is None
+    finally:
+        dask_engine.shutdown()
