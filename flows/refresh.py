@@ -95,12 +95,17 @@ def derive(recipe: Recipe, promoted: dict[str, Any] | None) -> Recipe:
 
 def decide(rows: list[dict[str, Any]], metrics: list[str], rule: str) -> tuple[bool, str]:
     """Promote unless a deciding row is "worse" (rule not_worse), or only if one is "better"
-    and none "worse" (rule better). Rows are B = refreshed vs A = promoted."""
+    and none "worse" (rule better). Rows are B = refreshed vs A = promoted. A multiple-choice
+    task's accuracy or bits per byte decides by the higher measured SNR (tasks/snr.py)."""
+    from tasks.snr import deciding_metrics
+
+    metrics, chosen = deciding_metrics(rows, metrics)
     deciding = [r for r in rows if f"{r['task']}/{r['metric']}" in metrics]
     if not deciding:
         return False, f"no comparison row for {metrics}: not promoted"
     said = ", ".join(f"{r['task']}/{r['metric']} {r['verdict']} (B-A {r['diff']:+.4f}, 95% CI "
                      f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}])" for r in deciding)
+    said = "".join(f"{c}; " for c in chosen) + said  # which metric decided, and why
     worse = [r for r in deciding if r["verdict"] == "worse"]
     better = [r for r in deciding if r["verdict"] == "better"]
     if worse:

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks import report_decisions
+from tasks import snr as snr_choice
 from tasks.evalsets import N_CHOICES
 from tasks.stats import aggregate, paired_bootstrap, snr
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 HIGHER_IS_BETTER = {"bpb": False, "acc": True, "acc_norm": True, "acc_centred": True}
 FINAL = "final"  # items.parquet's `checkpoint` for the scored model; others are "step-N"
 AGGREGATE = ("aggregate", "acc_centred")
+AGGREGATE_BPB = ("aggregate", "bpb")  # mean gold-continuation bits per byte over the tasks
 
 Items = dict[tuple[str, str], dict[str, tuple[float, float]]]
 
@@ -71,8 +73,9 @@ def noise_values(loaded: list[dict[str, Items]], key: tuple[str, str], ids: list
     return out
 
 
-def _mc_tasks(keys: set[tuple[str, str]]) -> list[str]:
-    return sorted(t for t, m in keys if m == "acc" and not t.startswith("heldout"))
+def _mc_tasks(keys: set[tuple[str, str]], metric: str = "acc") -> list[str]:
+    return sorted(t for t, m in keys if m == metric and not t.startswith("heldout")
+                  and (t, "acc") in keys)
 
 
 def compare_many(models: dict[str, list[Path]], baseline: str | None = None, n_boot: int = 2000,
@@ -80,8 +83,10 @@ def compare_many(models: dict[str, list[Path]], baseline: str | None = None, n_b
     """models: name -> its evaluate stage folders (one per seed). Every other model is compared
     with ``baseline`` (default: the first). SNR per task is computed across all models.
 
-    Returns {"rows": [...one per (model, task, metric)...], "snr": [...per task and metric...]}.
-    Items are paired by id: only items every model scored are used."""
+    Returns {"rows": [...one per (model, task, metric)...], "snr": [...per task and metric...],
+    "choice": [...per task: accuracy or bits per byte, by SNR (tasks/snr.py)...]}; a row's
+    ``decides`` says whether its metric is its task's deciding one. Items are paired by id:
+    only items every model scored are used."""
     names = list(models)
     baseline = baseline or names[0]
     loaded = {n: [load_items(p) for p in ps] for n, ps in models.items()}
@@ -99,17 +104,21 @@ def compare_many(models: dict[str, list[Path]], baseline: str | None = None, n_b
         snr_rows.append({"task": key[0], "metric": key[1], **s,
                          "checkpoints": max(len(x) for x in loaded[names[0]]),
                          "seeds": max(len(loaded[n]) for n in names)})
-    # the aggregate's tasks: multiple-choice tasks whose SNR is not known to be too low
-    mc = _mc_tasks(set(common))
-    kept = [t for t in mc if min_snr is None or math.isnan(snr_of[(t, "acc")]["snr"])
-            or snr_of[(t, "acc")]["snr"] >= min_snr]
-    dropped = [t for t in mc if t not in kept]
-    if kept:
-        per_model = {n: _aggregate_values(loaded[n], kept, common) for n in names}
-        snr_of[AGGREGATE] = snr(per_model)
-        snr_rows.append({"task": AGGREGATE[0], "metric": AGGREGATE[1], **snr_of[AGGREGATE],
-                         "checkpoints": max(len(x) for x in loaded[names[0]]),
-                         "seeds": max(len(loaded[n]) for n in names)})
+    # the aggregates' tasks: multiple-choice tasks whose SNR is not known to be too low
+    kept: dict[tuple[str, str], list[str]] = {}
+    dropped: dict[tuple[str, str], list[str]] = {}
+    for agg, metric in ((AGGREGATE, "acc"), (AGGREGATE_BPB, "bpb")):
+        mc = _mc_tasks(set(common), metric)
+        kept[agg] = [t for t in mc if min_snr is None or math.isnan(snr_of[(t, metric)]["snr"])
+                     or snr_of[(t, metric)]["snr"] >= min_snr]
+        dropped[agg] = [t for t in mc if t not in kept[agg]]
+        if kept[agg]:
+            per_model = {n: _aggregate_values(loaded[n], kept[agg], common, metric)
+                         for n in names}
+            snr_of[agg] = snr(per_model)
+            snr_rows.append({"task": agg[0], "metric": agg[1], **snr_of[agg],
+                             "checkpoints": max(len(x) for x in loaded[names[0]]),
+                             "seeds": max(len(loaded[n]) for n in names)})
 
     def arr(sets: list[Items], key: tuple[str, str], part: int) -> np.ndarray:
         return np.array([[s[key][i][part] for i in common[key]] for s in sets])
@@ -126,31 +135,42 @@ def compare_many(models: dict[str, list[Path]], baseline: str | None = None, n_b
                                  n_boot, seed=seed)
             rows.append({"model": name, "task": task, **c.as_dict(), **snr_of[key],
                          "note": ""})
-        if kept:
-            scale = 1 / (1 - 1 / N_CHOICES)  # centred accuracy: (acc - 1/4) / (3/4)
-            parts = [(arr(fa, (t, "acc"), 0), arr(fa, (t, "acc"), 1), arr(fb, (t, "acc"), 0),
-                      arr(fb, (t, "acc"), 1)) for t in kept]
-            c = aggregate(parts, True, AGGREGATE[1], n_boot, seed=seed, scale=scale)
+        for agg, metric in ((AGGREGATE, "acc"), (AGGREGATE_BPB, "bpb")):
+            if not kept[agg]:
+                continue
+            # centred accuracy: (acc - 1/4) / (3/4); bits per byte as it is
+            scale = 1 / (1 - 1 / N_CHOICES) if metric == "acc" else 1.0
+            parts = [(arr(fa, (t, metric), 0), arr(fa, (t, metric), 1),
+                      arr(fb, (t, metric), 0), arr(fb, (t, metric), 1)) for t in kept[agg]]
+            c = aggregate(parts, HIGHER_IS_BETTER[agg[1]], agg[1], n_boot, seed=seed,
+                          scale=scale)
             a = c.as_dict()
-            shift = scale / N_CHOICES  # centre the levels; differences are unchanged
-            a.update(a=a["a"] - shift, b=a["b"] - shift)
-            note = "mean over " + ", ".join(kept)
-            if dropped:
-                note += f"; dropped (SNR < {min_snr:g}): " + ", ".join(dropped)
-            rows.append({"model": name, "task": AGGREGATE[0], **a, **snr_of[AGGREGATE],
-                         "note": note})
-    return {"rows": rows, "snr": snr_rows, "baseline": baseline, "dropped": dropped}
+            if metric == "acc":
+                shift = scale / N_CHOICES  # centre the levels; differences are unchanged
+                a.update(a=a["a"] - shift, b=a["b"] - shift)
+            note = "mean over " + ", ".join(kept[agg])
+            if dropped[agg]:
+                note += f"; dropped (SNR < {min_snr:g}): " + ", ".join(dropped[agg])
+            rows.append({"model": name, "task": agg[0], **a, **snr_of[agg], "note": note})
+    choice = snr_choice.choose(snr_rows)
+    snr_choice.mark(rows, choice)
+    return {"rows": rows, "snr": snr_rows, "choice": choice, "baseline": baseline,
+            "dropped": dropped[AGGREGATE], "dropped_bpb": dropped[AGGREGATE_BPB]}
 
 
 def _aggregate_values(loaded: list[dict[str, Items]], tasks: list[str],
-                      common: dict[tuple[str, str], list[str]]) -> list[float]:
+                      common: dict[tuple[str, str], list[str]], metric: str = "acc"
+                      ) -> list[float]:
+    """One model's aggregate (mean over ``tasks``: centred accuracy, or bits per byte), one
+    value per seed and scored checkpoint, for its noise."""
     out = []
     for seed in loaded:
         steps = [ck for name, ck in seed.items() if name != FINAL]
         for ck in steps or [seed.get(FINAL, {})]:
-            if all((t, "acc") in ck for t in tasks):
-                acc = np.mean([_value(ck[(t, "acc")], common[(t, "acc")]) for t in tasks])
-                out.append(float((acc - 1 / N_CHOICES) / (1 - 1 / N_CHOICES)))
+            if all((t, metric) in ck for t in tasks):
+                v = float(np.mean([_value(ck[(t, metric)], common[(t, metric)])
+                                   for t in tasks]))
+                out.append((v - 1 / N_CHOICES) / (1 - 1 / N_CHOICES) if metric == "acc" else v)
     return out
 
 

@@ -8,7 +8,12 @@ document's id, so two runs that both hold a document out score the same item (pa
   among it and 3 sentences from other held-out documents (of the same source when possible).
 - ``final_word``: a sentence of at least 8 words without its last word; choose the true last word
   among it and 3 words of similar length taken from other held-out documents.
-Random-choice accuracy is 1/4 for both; DCLM-style centred accuracy rescales it to 0.
+- ``cloze``: the document up to a mention of a frequent word or entity (a word of 4+ letters
+  found in at least ``CLOZE_MIN_DF`` held-out documents of its source and language); choose the
+  mention among it and 3 other frequent words of the same kind (capitalised or not), of similar
+  length. A mention whose word already appeared earlier in the document is preferred: as in
+  LAMBADA, the context itself can give the answer away.
+Random-choice accuracy is 1/4 for all; DCLM-style centred accuracy rescales it to 0.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from typing import Any
 
 import xxhash
 
-TASKS = ("next_sentence", "final_word")
+TASKS = ("next_sentence", "final_word", "cloze")
 N_CHOICES = 4
 MAX_CONTEXT_CHARS = 600
 _SENT = re.compile(r"(?<=[.!?。！？])\s+")
 _WORD = re.compile(r"^\w{4,}$")
+_CLOZE_WORD = re.compile(r"(?<!\w)[^\W\d_]{4,}(?!\w)")  # letters only, no digits or _
+CLOZE_MIN_DF = 3  # documents a word must appear in to count as frequent
+CLOZE_MIN_CONTEXT = 60  # characters of document before the blank
 
 
 def sentences(text: str) -> list[str]:
@@ -50,6 +58,8 @@ def build(task: str, docs: list[dict[str, Any]], max_items: int, seed: int = 0
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {TASKS}")
     docs = sorted(docs, key=lambda d: d["id"])
+    if task == "cloze":
+        return _cloze(docs, max_items, seed)
     sents = {d["id"]: sentences(d["text"]) for d in docs}
     # distractors come from documents of the same source and language: a choice in another
     # language would give the answer away
@@ -96,6 +106,50 @@ def build(task: str, docs: list[dict[str, Any]], max_items: int, seed: int = 0
             continue
         items.append({"id": d["id"], "source": d["source"], "context": context,
                       "choices": choices, "gold": opts[1]})
+        if len(items) >= max_items:
+            break
+    return items
+
+
+def _frequent_words(docs: list[dict[str, Any]]) -> dict[tuple[str, str | None], list[str]]:
+    """Per (source, language): the words found in at least CLOZE_MIN_DF documents, sorted."""
+    df: dict[tuple[str, str | None], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for d in docs:
+        counts = df[(d["source"], d.get("lang"))]
+        for w in set(_CLOZE_WORD.findall(d["text"])):
+            counts[w] += 1
+    return {k: sorted(w for w, n in c.items() if n >= CLOZE_MIN_DF) for k, c in df.items()}
+
+
+def _cloze(docs: list[dict[str, Any]], max_items: int, seed: int) -> list[dict[str, Any]]:
+    frequent = _frequent_words(docs)
+    vocab = {k: set(v) for k, v in frequent.items()}
+    items = []
+    for d in docs:
+        key = (d["source"], d.get("lang"))
+        text = d["text"]
+        mentions, seen, first = [], [], set()
+        for m in _CLOZE_WORD.finditer(text):
+            w, i = m.group(), m.start()
+            # after a space, so the choice " word" is how the text itself continues
+            if w in vocab[key] and i >= CLOZE_MIN_CONTEXT and text[i - 1].isspace():
+                mentions.append((i, w))
+                if w in first:  # seen earlier in the document: the context can give it away
+                    seen.append((i, w))
+            first.add(w)
+        cands = seen or mentions
+        if not cands:
+            continue
+        rng = _rng("cloze", str(seed), d["id"])
+        start, gold = cands[rng.randrange(len(cands))]
+        kind = [w for w in frequent[key] if w[:1].isupper() == gold[:1].isupper()]
+        near = [w for w in kind if abs(len(w) - len(gold)) <= 2]
+        opts = _options(gold, near if len(near) >= N_CHOICES else kind, rng)
+        if opts is None:
+            continue
+        context = text[:start].rstrip()[-MAX_CONTEXT_CHARS:]
+        items.append({"id": d["id"], "source": d["source"], "context": context,
+                      "choices": [" " + c for c in opts[0]], "gold": opts[1]})
         if len(items) >= max_items:
             break
     return items

@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM
 from tasks.train import resolve_device
 
 
-def _windows(ids: list[int], seq_len: int) -> list[list[int]]:
+def token_windows(ids: list[int], seq_len: int) -> list[list[int]]:
     """Split [eos] + text ids into chunks of <= seq_len + 1 tokens, overlapping by one token:
     chunk[:-1] is the input, chunk[1:] the targets."""
     return [ids[start : start + seq_len + 1] for start in range(0, len(ids) - 1, seq_len)]
@@ -74,7 +74,7 @@ def bits_per_byte(
     # every window of every document, tagged with its document's position in the table
     windows: list[tuple[int, list[int]]] = []
     for doc_idx, enc in enumerate(encodings):
-        windows.extend((doc_idx, w) for w in _windows([eos_id, *enc.ids], seq_len))
+        windows.extend((doc_idx, w) for w in token_windows([eos_id, *enc.ids], seq_len))
     # similar lengths in a batch => little padding (the order does not change any sums)
     windows.sort(key=lambda w: len(w[1]), reverse=True)
 
@@ -142,7 +142,9 @@ def multiple_choice(
 ) -> list[dict[str, Any]]:
     """Score {id, context, choices, gold} items by log-likelihood, as lm-evaluation-harness does:
     ``correct`` picks the choice with the highest summed log-probability, ``correct_norm`` the
-    highest log-probability per UTF-8 byte of the choice (acc_norm)."""
+    highest log-probability per UTF-8 byte of the choice (acc_norm). ``gold_bpb`` is the bits
+    per byte of the correct choice given the context (its NLL / ln 2 / its UTF-8 bytes): a
+    continuous score, far less noisy than accuracy for small models (Signal and Noise)."""
     checkpoint_dir = Path(checkpoint_dir)
     dev = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(
@@ -176,12 +178,13 @@ def multiple_choice(
     for item, lps in zip(items, logp, strict=True):
         norm = [lp / max(1, len(c.encode("utf-8"))) for lp, c in zip(lps, item["choices"],
                                                                         strict=True)]
+        gold_bytes = max(1, len(item["choices"][item["gold"]].encode("utf-8")))
         out.append({"id": item["id"], "source": item.get("source"),
                     "correct": float(int(np.argmax(lps)) == item["gold"]),
                     "correct_norm": float(int(np.argmax(norm)) == item["gold"]),
+                    "gold_bpb": -lps[item["gold"]] / math.log(2) / gold_bytes,
                     "n_choices": len(item["choices"])})
     return out
-
 
 
 def evaluate_all(
@@ -190,9 +193,10 @@ def evaluate_all(
 ) -> dict[str, Any]:
     """Bits per byte on the held-out docs plus the multiple-choice tasks built from them.
 
-    Returns {"bpb": ..., "tasks": {task: {acc, acc_norm, acc_centred, items}}, "items": rows}
-    where rows are per-item scores (task, metric, item_id, source, num, den) for paired
-    comparisons: metric value = sum(num) / sum(den) over items."""
+    Returns {"bpb": ..., "tasks": {task: {acc, acc_norm, acc_centred, bpb, items}}, "items":
+    rows} where rows are per-item scores (task, metric, item_id, source, num, den) for paired
+    comparisons: metric value = sum(num) / sum(den) over items. A task's ``bpb`` is the mean
+    over items of the gold choice's bits per byte (each item weighs the same, as for acc)."""
     from tasks import evalsets
 
     bpb = bits_per_byte(checkpoint_dir, heldout, seq_len, batch_size, per_doc=True)
@@ -209,13 +213,16 @@ def evaluate_all(
         n = len(scored)
         acc = sum(r["correct"] for r in scored) / n if n else float("nan")
         acc_norm = sum(r["correct_norm"] for r in scored) / n if n else float("nan")
-        results[task] = {"acc": acc, "acc_norm": acc_norm, "items": n,
+        gold_bpb = sum(r["gold_bpb"] for r in scored) / n if n else float("nan")
+        results[task] = {"acc": acc, "acc_norm": acc_norm, "bpb": gold_bpb, "items": n,
                          "acc_centred": evalsets.centred(acc) if n else float("nan")}
         for r in scored:
             rows.append({"task": task, "metric": "acc", "item_id": r["id"],
                          "source": r["source"], "num": r["correct"], "den": 1.0})
             rows.append({"task": task, "metric": "acc_norm", "item_id": r["id"],
                          "source": r["source"], "num": r["correct_norm"], "den": 1.0})
+            rows.append({"task": task, "metric": "bpb", "item_id": r["id"],
+                         "source": r["source"], "num": r["gold_bpb"], "den": 1.0})
     return {**bpb, "tasks": results, "items": rows}
 
 

@@ -69,7 +69,7 @@ def print_decisions(rows: list[dict[str, Any]], snr_rows: list[dict[str, Any]],
         lead = f"{r['model']:<24} " if many else ""
         print(f"{lead}{r['task']:<{w}} {r['metric']:<11} {r['a']:>8.4f} {r['b']:>8.4f} "
               f"{r['diff']:>+8.4f} {ci:>19} {r['mde']:>7.4f} {r['items']:>6} {r['seeds']:>5} "
-              f"{r['snr']:>6.1f}  {r['verdict']}")
+              f"{r['snr']:>6.1f}  {r['verdict']}{'' if r.get('decides', True) else '  (-)'}")
     for r in rows:
         if r.get("note"):
             print(f"  {r['task']} ({r.get('model', 'B')}): {r['note']}")
@@ -79,6 +79,24 @@ def print_decisions(rows: list[dict[str, Any]], snr_rows: list[dict[str, Any]],
               f"{s['noise']:.4f}  SNR {s['snr']:.1f}")
     print("SNR = spread between the models / spread over seeds and last checkpoints (Signal "
           "and Noise, AI2); nan with one seed and no scored checkpoints.")
+    print_choice(snr_rows)
+
+
+def print_choice(snr_rows: list[dict[str, Any]]) -> None:
+    """Accuracy's and gold-continuation bpb's SNR side by side, and which one decides."""
+    from tasks.snr import choose
+
+    choices = choose(snr_rows)
+    if not choices:
+        return
+    w = max(16, *(len(c["task"]) for c in choices))
+    print("\ndeciding metric per multiple-choice task (the higher SNR; (-) above: not "
+          "deciding):")
+    print(f"  {'task':<{w}} {'accuracy SNR':>14} {'gold bpb SNR':>13}  decides")
+    for c in choices:
+        acc = f"{c['accuracy']} {c['acc_snr']:.1f}"
+        print(f"  {c['task']:<{w}} {acc:>14} {c['bpb_snr']:>13.1f}  {c['metric']}"
+              + ("" if c["measured"] else "  (SNR not measured: default)"))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ def token_logprobs(checkpoint_dir: Path, texts: list[str], batch_size: int = 16,
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
 
-    from tasks.evaluate import _windows
+    from tasks.evaluate import token_windows
     from tasks.train import resolve_device
 
     checkpoint_dir = Path(checkpoint_dir)
@@ -49,7 +49,7 @@ def token_logprobs(checkpoint_dir: Path, texts: list[str], batch_size: int = 16,
     tok = Tokenizer.from_file(str(checkpoint_dir / "tokenizer.json"))
     windows: list[tuple[int, list[int]]] = []
     for i, enc in enumerate(tok.encode_batch(texts, add_special_tokens=False)):
-        windows.extend((i, w) for w in _windows([eos_id, *enc.ids], seq_len))
+        windows.extend((i, w) for w in token_windows([eos_id, *enc.ids], seq_len))
     parts: list[list[np.ndarray]] = [[] for _ in texts]
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):

@@ -17,13 +17,14 @@ def eval_rows(res: dict[str, Any]) -> list[tuple[str, str, float]]:
     rows += [(f"heldout/{src}", "bpb", r["bpb"])
              for src, r in sorted(res.get("by_source", {}).items())]
     for name, r in sorted(res.get("tasks", {}).items()):
-        rows += [(name, m, r[m]) for m in ("acc", "acc_norm", "acc_centred", "items")]
+        rows += [(name, m, r[m]) for m in ("acc", "acc_norm", "acc_centred", "bpb", "items")
+                 if m in r]  # bpb: gold continuation, since code_version 3
     return rows
 
 
 class Evaluate(ActorStage):
     name = "evaluate"
-    code_version = 2  # 2: multiple-choice tasks, per-item scores
+    code_version = 3  # 2: multiple-choice tasks, per-item scores; 3: gold-continuation bpb
     recipe_key = "stages.evaluate"
     inputs = ("data_dir", "checkpoint")
     outputs = ("results", "items")

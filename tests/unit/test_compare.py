@@ -101,3 +101,17 @@ def test_bpb_is_compared_per_source_too(tmp_path: Path) -> None:
     b = write_stage(tmp_path / "b", {}, 1.4, rng, n=50)
     rows = {(r["task"], r["metric"]): r for r in compare([a], [b], n_boot=100)}
     assert rows[("heldout/s", "bpb")]["diff"] == pytest.approx(rows[("heldout", "bpb")]["diff"])
+
+
+def test_scores_without_gold_bpb_compare_as_before(tmp_path: Path) -> None:
+    """Evaluate stages written before the gold-continuation bpb: no bpb aggregate, no choice;
+    accuracy decides its task."""
+    rng = np.random.default_rng(5)
+    res = compare_many({"a": [write_stage(tmp_path / "a", {"t": 0.4}, 1.6, rng)],
+                        "b": [write_stage(tmp_path / "b", {"t": 0.6}, 1.5, rng)]}, n_boot=100)
+    keys = {(r["task"], r["metric"]) for r in res["rows"]}
+    assert AGGREGATE in keys and ("aggregate", "bpb") not in keys
+    assert res["choice"] == [] and res["dropped_bpb"] == []
+    by = {(r["task"], r["metric"]): r for r in res["rows"]}
+    assert by[("heldout", "bpb")]["decides"] and by[("t", "acc")]["decides"]
+    assert not by[("t", "acc_norm")]["decides"]

@@ -49,3 +49,38 @@ def test_a_different_seed_gives_different_items(docs: list[dict]) -> None:
 
 def test_centred_accuracy() -> None:
     assert evalsets.centred(0.25) == 0 and evalsets.centred(1.0) == 1
+
+
+def test_cloze_items_come_from_the_heldout_split_only(sample_lines: list[str]) -> None:
+    import pyarrow as pa
+
+    from tasks.tokenize import heldout_mask
+
+    docs = [json.loads(line) for line in sample_lines]
+    held = heldout_mask(pa.array([d["id"] for d in docs]), 0.2)
+    heldout = [d for d, h in zip(docs, held, strict=True) if h]
+    training = [d["text"] for d, h in zip(docs, held, strict=True) if not h]
+    items = evalsets.build("cloze", heldout, 300)
+    assert len(items) >= 200
+    ids = {d["id"] for d in heldout}
+    assert all(it["id"] in ids for it in items)  # one item per held-out document at most
+    assert len({it["id"] for it in items}) == len(items)
+    # no context is text the model trained on
+    assert not any(it["context"] in t for it in items for t in training)
+    assert items == evalsets.build("cloze", list(reversed(heldout)), 300)  # deterministic
+
+
+def test_cloze_asks_for_a_frequent_word_seen_earlier() -> None:
+    filler = "Some plain words stand here so that the blank has enough context before it. "
+    docs = [{"id": f"d{i}", "source": "s", "lang": "en",
+             "text": filler + f"Marta met Jonas and Pedro near the river number {i}. Later "
+             "Marta walked home alone."} for i in range(6)]
+    items = evalsets.build("cloze", docs, 10)
+    assert len(items) == 6
+    for it in items:
+        gold = it["choices"][it["gold"]]
+        # the only frequent word mentioned twice, after 60+ characters of context
+        assert gold == " Marta" and it["context"].endswith("Later")
+        # distractors: the other frequent capitalised words, never the lower-case ones
+        assert {c.strip() for c in it["choices"]} <= {"Marta", "Jonas", "Pedro", "Some",
+                                                     "Later"}

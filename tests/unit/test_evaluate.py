@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM
 
-from tasks.evaluate import _windows, bits_per_byte
+from tasks.evaluate import bits_per_byte, token_windows
 from tasks.train import TrainConfig, build_model, save_checkpoint, train
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "sample" / "sample.jsonl"
@@ -169,7 +169,7 @@ def test_random_init_is_near_uniform_and_worse_than_trained(setup: dict):
 def test_windows_predict_every_token_once():
     for n in range(1, 3 * SEQ_LEN + 3):
         ids = list(range(n))  # ids[0] plays the leading EOS
-        windows = _windows(ids, SEQ_LEN)
+        windows = token_windows(ids, SEQ_LEN)
         targets = [t for w in windows for t in w[1:]]
         assert targets == ids[1:]
         assert all(2 <= len(w) <= SEQ_LEN + 1 for w in windows)
@@ -180,3 +180,42 @@ def test_empty_table(setup: dict):
     result = bits_per_byte(setup["trained"], empty, seq_len=SEQ_LEN)
     assert result["by_source"] == {}
     assert result["overall"]["bytes"] == 0 and math.isnan(result["overall"]["bpb"])
+
+
+def hand_gold_bpb(model: torch.nn.Module, tok: Tokenizer, eos_id: int, context: str,
+                  choice: str) -> float:
+    """One item, no batching or padding: -log2 p(choice | [eos] + context) / its bytes."""
+    ctx = tok.encode(context, add_special_tokens=False).ids
+    whole = tok.encode(context + choice, add_special_tokens=False).ids
+    assert whole[:len(ctx)] == ctx  # the seam does not merge in these items
+    ids = [eos_id, *whole]
+    with torch.no_grad():
+        logp = model(input_ids=torch.tensor([ids[:-1]])).logits[0].double().log_softmax(-1)
+    nats = -sum(logp[k - 1, ids[k]].item() for k in range(1 + len(ctx), len(ids)))
+    return nats / math.log(2) / len(choice.encode("utf-8"))
+
+
+def test_gold_continuation_bpb_matches_a_hand_computation(setup: dict):
+    from tasks.evaluate import evaluate_all, multiple_choice
+
+    ckpt = setup["trained"]
+    items = [{"id": "a", "context": "The history of the", "choices": [" city", " river",
+                                                                          " war", " ünï"],
+              "gold": 1},
+             {"id": "b", "context": "A long context that pads the other rows of the batch, "
+              "as it is several tokens longer than the first item's context", "choices":
+              [" and", " of the most", " the"], "gold": 0}]
+    got = multiple_choice(ckpt, items, SEQ_LEN, batch_size=3)  # rows of mixed length: padding
+    model = AutoModelForCausalLM.from_pretrained(ckpt, local_files_only=True).eval()
+    tok = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    for item, r in zip(items, got, strict=True):
+        want = hand_gold_bpb(model, tok, setup["eos_id"], item["context"],
+                             item["choices"][item["gold"]])
+        assert r["gold_bpb"] == pytest.approx(want, rel=1e-4)  # float32 logits
+    # the same per item in evaluate_all's rows, and the task's bpb is their mean
+    res = evaluate_all(ckpt, setup["docs"], SEQ_LEN, 8, ["final_word"], 5)
+    rows = [r for r in res["items"] if r["task"] == "final_word" and r["metric"] == "bpb"]
+    assert len(rows) == res["tasks"]["final_word"]["items"] > 0
+    assert all(r["den"] == 1.0 and r["num"] > 0 for r in rows)
+    assert res["tasks"]["final_word"]["bpb"] == pytest.approx(
+        sum(r["num"] for r in rows) / len(rows))
