@@ -152,11 +152,13 @@ def _merge(checks: list[Check]) -> list[Check]:
 
 
 def _score_columns(schema: pa.Schema) -> list[tuple[str, float, float | None]]:
-    """(column, min, max) for the filters' numeric score columns."""
+    """(column, min, max) for the filters' numeric score columns: counts and ratios, never
+    negative. A selector's ``*_score`` column (a log-ratio, a loss difference) may be any
+    number, so it is not bounded here."""
     out = []
     for f in schema:
-        if f.name in CONTRACT_SKIP or not (pa.types.is_integer(f.type)
-                                           or pa.types.is_floating(f.type)):
+        if f.name in CONTRACT_SKIP or f.name.endswith("_score") or not (
+                pa.types.is_integer(f.type) or pa.types.is_floating(f.type)):
             continue
         out.append((f.name, 0.0, 1.0 if f.name.endswith("_frac") else None))
     return out

@@ -85,6 +85,8 @@ def test_score_columns_in_range(tmp_path: Path) -> None:
     t = docs().append_column("gopher_quality_bullet_lines_frac",
                              pa.array([0.0, 0.5, 1.0, 1.2, 0.1, 0.1], pa.float32()))
     t = t.append_column("gopher_quality_n_words", pa.array([3, 4, -1, None, 2, 2], pa.int32()))
+    # a selector's score may be negative (MiniPLM: reference loss minus teacher loss)
+    t = t.append_column("miniplm_score", pa.array([-0.5, 0.1, -2.0, 0.0, 1.0, -0.1]))
     rep = check_documents("filter", write(tmp_path, t))
     assert broken(rep) == {
         ("expect_column_values_to_be_between", "gopher_quality_bullet_lines_frac"): 1,
