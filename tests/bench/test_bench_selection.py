@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import selectkit as sk
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "sample.jsonl"
@@ -342,139 +343,43 @@ def test_fasttext_packages(tmp_path: Path, table: Any) -> None:
 
 
 # ------------------------------------------------------------------ proof: selection vs random
-PROOF_SEEDS = [int(s) for s in os.environ.get("DATAMILL_BENCH_PROOF_SEEDS", "0,1,2").split(",")]
-PROOF_STEPS = int(os.environ.get("DATAMILL_BENCH_PROOF_STEPS", "100"))
-PROOF_PERCENT = 20
-TARGET = ("wikipedia-summaries", "en")
-
-
-def _proof_recipe(path: Path, name: str, root: Path, pool: Path, corpus: dict[str, Any],
-                  extra: list[dict[str, Any]] | None = None) -> Path:
-    import yaml
-
-    raw: dict[str, Any] = {
-        "name": name, "data_root": str(root),
-        "input": {"paths": [str(pool)], "format": "jsonl"},
-        "stages": {
-            "rewrite": None,
-            "filter": {"filters": {}, "exact_dedup": {}, "corpus": corpus},
-            "tokenize": {"vocab_size": 2048, "seq_len": 128, "heldout_fraction": 0.05},
-            "train": {"preset": "tiny", "batch_size": 8, "max_tokens": 8 * 128 * PROOF_STEPS,
-                      "warmup_steps": 10, "log_every": 25, "seeds": PROOF_SEEDS},
-            "evaluate": {"batch_size": 32, "max_items": 50, "max_docs": 50},
-            **({"extra": extra} if extra else {})},
-    }
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
-def _stage_paths(root: Path, run_id: str, stage: str) -> list[Path]:
-    from tasks.catalog import Catalog
-
-    run = Catalog(root / "catalog.duckdb").show(run_id)
-    return [Path(s["output_path"]) for s in run["stages"] if s["stage"] == stage]
-
-
-def _kept_sources(root: Path, run_id: str) -> tuple[int, int]:
-    """(kept documents, of them the target's source and language), from the filter's output."""
-    import json as _json
-
-    folder = _stage_paths(root, run_id, "filter")[0]
-    m = _json.loads((folder / "manifest.json").read_text())
-    n = hit = 0
-    for rel in m["outputs"]["kept"]:
-        t = pq.read_table(root / rel, columns=["source", "lang"])
-        n += len(t)
-        hit += sum(1 for s, lang in zip(t["source"].to_pylist(), t["lang"].to_pylist(),
-                                        strict=True) if (s, lang) == TARGET)
-    return n, hit
-
 
 def test_selection_beats_random(prefect_harness: None, bench_out: Path, table: Any,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Does selecting toward a target help a model on that target? The sample's English
-    Wikipedia summaries are the target: a third is the selectors' reference set, a third is
-    held out for scoring, a third stays in the pool among every other document. DSIR and the
-    DCLM fastText classifier each keep 20 % of the pool; a random subset of the same size is
-    the baseline. Each recipe runs through the real flow (ingest, filter, tokenize, train with
-    ``PROOF_SEEDS`` seeds of the tiny preset, evaluate); every model is then scored on the
-    target's held-out documents (``compare --on``'s scoring) and ``compare`` says, with its
-    95 % interval, whether each selection beat random on held-out bits per byte."""
+    """Does selecting toward a target help a model on that target? The target and the pool are
+    selectkit's. DSIR and the DCLM fastText classifier each keep 20 % of the pool; a random
+    subset of the same size is the baseline. Each recipe runs through the real flow (ingest,
+    filter, tokenize, train with ``PROOF_SEEDS`` seeds of the tiny preset, evaluate); every
+    model is then scored on the target's held-out documents (``compare --on``'s scoring) and
+    ``compare`` says, with its 95 % interval, whether each selection beat random on held-out
+    bits per byte."""
     from flows.pipeline import run_recipe
-    from tasks.catalog import Catalog
-    from tasks.compare import compare_many, heldout_of_file, heldout_of_run, score_on
 
     monkeypatch.setenv("DATAMILL_RAY_CPUS", os.environ.get("DATAMILL_RAY_CPUS", "1"))
-    root = bench_out / "selection-proof"
-    root.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    docs = []
-    for d in _docs():  # each id once: the sample repeats a few
-        if d["id"] not in seen:
-            seen.add(d["id"])
-            docs.append(d)
-    target = [d for d in docs if (d["source"], d["lang"]) == TARGET]
-    rest = [d for d in docs if (d["source"], d["lang"]) != TARGET]
-    ref, held, planted = target[0::3], target[1::3], target[2::3]
-    pool = rest + planted
-
-    def jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-        body = "".join(json.dumps(r) + "\n" for r in rows)
-        if not path.is_file() or path.read_text() != body:
-            path.write_text(body)
-        return path
-
-    pool_p, ref_p = jsonl(root / "pool.jsonl", pool), jsonl(root / "reference.jsonl", ref)
-    held_p = jsonl(root / "target-heldout.jsonl", held)
+    sets = sk.proof_sets(bench_out / "selection-proof")
+    root, pct = sets.root, sk.PROOF_PERCENT
     recipes = {
-        "dsir": _proof_recipe(root / "dsir.yaml", "proof-dsir", root, pool_p,
-                              {"dsir": {"target": {"paths": [str(ref_p)]},
-                                        "percent": PROOF_PERCENT}}),
-        "fasttext": _proof_recipe(
-            root / "fasttext.yaml", "proof-fasttext", root, pool_p,
-            {"top_k": {"column": "dclm_fasttext_score", "percent": PROOF_PERCENT}},
+        "dsir": sk.proof_recipe(root / "dsir.yaml", "proof-dsir", root, sets.pool_p,
+                                {"dsir": {"target": {"paths": [str(sets.ref_p)]},
+                                          "percent": pct}}),
+        "fasttext": sk.proof_recipe(
+            root / "fasttext.yaml", "proof-fasttext", root, sets.pool_p,
+            {"top_k": {"column": "dclm_fasttext_score", "percent": pct}},
             [{"use": "tasks.select.fasttext_stage:DclmFastText", "after": "rewrite",
-              "with": {"reference": {"paths": [str(ref_p)]}, "bucket": 200_000}}]),
+              "with": {"reference": {"paths": [str(sets.ref_p)]}, "bucket": 200_000}}]),
     }
     t0 = time.perf_counter()
     runs = {name: run_recipe(str(p)) for name, p in recipes.items()}
-    shares = {name: _kept_sources(root, r["run_id"]) for name, r in runs.items()}
+    shares = {name: sk.kept_sources(root, r["run_id"]) for name, r in runs.items()}
     k = shares["dsir"][0]  # both rank the documents exact dedup kept and keep ceil(20 %)
     assert shares["fasttext"][0] == k, shares
-    # the baseline: as many documents of the pool, drawn uniformly
-    rng = np.random.default_rng(0)
-    rand_p = jsonl(root / "random.jsonl", [pool[i] for i in sorted(rng.permutation(len(pool))[:k])])
-    runs = {"random": run_recipe(str(_proof_recipe(root / "random.yaml", "proof-random", root,
-                                                   rand_p, {}))), **runs}
+    runs = {"random": sk.random_baseline(sets, k), **runs}
     build_s = time.perf_counter() - t0
-    shares["random"] = _kept_sources(root, runs["random"]["run_id"])
-    trains = {name: _stage_paths(root, r["run_id"], "train") for name, r in runs.items()}
-    assert all(len(v) == len(PROOF_SEEDS) for v in trains.values())
-    like = heldout_of_run(Catalog(root / "catalog.duckdb"), runs["random"]["run_id"])
-    heldout = heldout_of_file(held_p, like, root / "compare-on")
+    shares["random"] = sk.kept_sources(root, runs["random"]["run_id"])
     t1 = time.perf_counter()
-    scored = score_on(trains, heldout, root / "compare-on")
-    res = compare_many(scored, baseline="random", n_boot=2000)
-    score_s = time.perf_counter() - t1
-    rows = []
-    for r in res["rows"]:
-        if (r["task"], r["metric"]) != ("heldout", "bpb"):
-            continue
-        n, hit = shares[r["model"]]
-        rows.append([r["model"], f"{hit / n:.2f}", f"{r['a']:.4f}", f"{r['b']:.4f}",
-                     f"{r['diff']:+.4f}", f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
-                     f"{r['mde']:.4f}", r["verdict"]])
-    n, hit = shares["random"]
-    report = (f"pool {len(pool)} documents ({len(planted)} target-like, base rate "
-              f"{len(planted) / len(pool):.2f}); reference {len(ref)}; target held-out "
-              f"{len(held)}; each selection keeps {k}; random keeps {n} ({hit / n:.2f} "
-              f"target-like); {len(PROOF_SEEDS)} seeds of the tiny preset, {PROOF_STEPS} "
-              f"steps of 8 x 128 tokens\n"
-              + table(["selector", "target-like share", "bpb random", "bpb selection",
-                       "diff", "95 % interval", "MDE", "verdict"], rows)
-              + f"\nruns built/cached in {build_s:.0f} s; scoring on the target and compare "
-              f"in {score_s:.0f} s; load average {os.getloadavg()[0]:.1f} on "
-              f"{os.cpu_count()} CPUs")
+    rows, res = sk.verdicts(sets, runs, shares)
+    report = (sk.header(sets, k, shares) + "\n" + table(sk.HEADERS, rows) + "\n"
+              + sk.load_line(build_s, time.perf_counter() - t1))
     print("\n" + report)
     (bench_out / "selection-proof.txt").write_text(report + "\n")
-    assert len(rows) == 2, res["rows"]
+    assert len(rows) == 2, res
