@@ -5,7 +5,10 @@ Population: ``when: after`` (default) ranks the documents that passed the docume
 ``when: before`` ranks every document, and its drops are named before the document rules'.
 A null score means the rule does not apply: the document is not ranked and never dropped.
 Ties at the cut are broken by (shard, row), so the number kept is exactly ceil(k % of n).
-Holds one float and two integers per ranked document — scores, never texts."""
+``by: COLUMN`` stratifies: the cut is made within each value of that column (``source``,
+``lang``, ``dataman_domain``, ``cluster``; a null is a group of its own), so the selection
+keeps the corpus's mix over it. Holds one float and two integers per ranked document (and the
+group's value with ``by``) — scores, never texts."""
 
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ class Config(CorpusRuleConfig):
     quantile: float | None = Field(None, ge=0, le=1, description="or: keep documents whose "
                                    "score is >= this quantile of the ranked scores")
     higher_is_better: bool = Field(True, description="false ranks ascending (e.g. a loss)")
+    by: str | None = Field(None, description="stratify: keep the top k % (or the quantile) "
+                           "within each value of this column (e.g. source, lang)")
     when: Literal["before", "after"] = Field(
         "after", description="rank the documents that passed the document rules (after) or "
         "all documents (before)")
@@ -47,7 +52,7 @@ class Config(CorpusRuleConfig):
 
 
 def columns(cfg: Config) -> tuple[str, ...]:
-    return (cfg.column,)
+    return (cfg.column,) if cfg.by is None else (cfg.column, cfg.by)
 
 
 def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
@@ -55,9 +60,15 @@ def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
     if cfg.column not in scored.column_names:
         raise ValueError(f"top_k: no column {cfg.column!r} in the scored documents; "
                          f"there are {sorted(scored.column_names)}")
-    score = pc.cast(scored.column(cfg.column).take(pa.array(rows, pa.int64())), pa.float64())
+    take = pa.array(rows, pa.int64())
+    score = pc.cast(scored.column(cfg.column).take(take), pa.float64())
     t = pa.table({"shard": pa.array(np.full(len(rows), shard, np.int32)),
                   "row": pa.array(np.asarray(rows, np.int64)), "score": score})
+    if cfg.by is not None:
+        if cfg.by not in scored.column_names:
+            raise ValueError(f"top_k: no column {cfg.by!r} to stratify by in the scored "
+                             f"documents; there are {sorted(scored.column_names)}")
+        t = t.append_column("group", pc.cast(scored.column(cfg.by).take(take), pa.string()))
     return t.filter(pc.is_valid(t.column("score")))
 
 
@@ -70,18 +81,43 @@ def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
     score = t.column("score").to_numpy()
     if not cfg.higher_is_better:
         score = -score
+    shard, row = t.column("shard").to_numpy(), t.column("row").to_numpy()
+    if cfg.by is None:
+        groups = {None: np.arange(len(score))}
+    else:
+        values = np.asarray(t.column("group").to_pylist(), dtype=object)
+        groups = {g: np.flatnonzero(values == g)
+                  for g in sorted(set(values.tolist()), key=lambda v: (v is None, v))}
+    drops, per_group = [], {}
+    kept = 0
+    cut_value: float | None = None
+    for g, idx in groups.items():
+        keep_n, drop, cut = _cut(score[idx], shard[idx], row[idx], cfg)
+        drops.append(idx[drop])
+        kept += keep_n
+        if cut is not None and not cfg.higher_is_better:
+            cut = -cut
+        cut_value = cut
+        per_group[str(g)] = {"ranked": int(len(idx)), "kept": keep_n, "cut": cut}
+    drop_all = np.sort(np.concatenate(drops))
+    dropped = t.select(["shard", "row"]).take(pa.array(drop_all, pa.int64()))
+    counts = split_by_shard(out_dir, dropped, rule=RULE)
+    out: dict[str, Any] = {"ranked": len(score), "kept": kept, "dropped": counts}
+    if cfg.by is None:
+        out["cut"] = cut_value
+    else:
+        out["by"], out["groups"] = cfg.by, per_group
+    return out
+
+
+def _cut(score: np.ndarray, shard: np.ndarray, row: np.ndarray, cfg: Config
+         ) -> tuple[int, np.ndarray, float | None]:
+    """(kept, positions dropped, the last kept score) of one ranked population."""
     n = len(score)
     if cfg.percent is not None:
         keep_n = math.ceil(n * cfg.percent / 100)
     else:  # everything at or above the quantile (ties at the cut all kept)
         cut = np.quantile(score, cfg.quantile, method="lower")
         keep_n = int((score >= cut).sum())
-    # best first; ties by (shard, row)
-    order = np.lexsort((t.column("row").to_numpy(), t.column("shard").to_numpy(), -score))
-    drop = np.sort(order[keep_n:])
-    cut_value = float(score[order[keep_n - 1]]) if keep_n else None
-    dropped = t.select(["shard", "row"]).take(pa.array(drop))
-    counts = split_by_shard(out_dir, dropped, rule=RULE)
-    if cut_value is not None and not cfg.higher_is_better:
-        cut_value = -cut_value
-    return {"ranked": n, "kept": keep_n, "cut": cut_value, "dropped": counts}
+    order = np.lexsort((row, shard, -score))  # best first; ties by (shard, row)
+    return keep_n, order[keep_n:], (float(score[order[keep_n - 1]]) if keep_n else None)

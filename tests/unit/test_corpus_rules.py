@@ -21,12 +21,13 @@ WORDS = ("the and with that river stone cloud lantern orchard meadow harbor viol
          "saddle garden thunder").split()
 
 
-def _shard(tmp: Path, i: int, scores: list[float | None], n_words: list[int]) -> str:
+def _shard(tmp: Path, i: int, scores: list[float | None], n_words: list[int],
+           source: str = "s") -> str:
     n = len(scores)
     rng = np.random.default_rng(i)
     texts = [" ".join(rng.choice(WORDS, w)) + "." for w in n_words]
     t = pa.table({"id": [f"s{i}-{r}" for r in range(n)], "text": pa.array(texts, pa.large_string()),
-                  "source": ["s"] * n, "url": pa.array([None] * n, pa.string()),
+                  "source": [source] * n, "url": pa.array([None] * n, pa.string()),
                   "fetched_at": pa.array([None] * n, pa.timestamp("us", tz="UTC")),
                   "lang": ["en"] * n, "lang_score": pa.array([None] * n, pa.float32()),
                   "meta": pa.array([None] * n, pa.string())}, schema=DOC_SCHEMA)
@@ -57,6 +58,23 @@ def test_top_k_keeps_exactly_k_percent_ties_by_position(tmp_path: Path) -> None:
                    "s1-3": "top_k.below_cut"}
     assert sum(s["docs_kept"] for s in stats) == 5
     assert stats[1]["rejections"]["top_k.below_cut"] == {"alone": 3, "first": 3}
+
+
+def test_top_k_stratified_by_a_column_keeps_k_percent_of_each_group(tmp_path: Path) -> None:
+    # source a scores high, source b low: unstratified, the top half would be all of a
+    shards = [_shard(tmp_path, 0, [0.9, 0.8, 0.7, 0.6], [60] * 4, source="a"),
+              _shard(tmp_path, 1, [0.4, 0.1, 0.3, 0.2], [60] * 4, source="b")]
+    cfg = top_k.Config(column="quality", percent=50, by="source")
+    stats = filter_stage.filter_local(shards, str(tmp_path / "out"), {}, {"top_k": cfg})
+    assert set(_rejected(tmp_path / "out", 2)) == {"s0-2", "s0-3", "s1-1", "s1-3"}
+    assert sum(s["docs_kept"] for s in stats) == 4
+    flat = filter_stage.filter_local(shards, str(tmp_path / "flat"), {},
+                                     {"top_k": top_k.Config(column="quality", percent=50)})
+    assert set(_rejected(tmp_path / "flat", 2)) == {"s1-0", "s1-1", "s1-2", "s1-3"}
+    assert sum(s["docs_kept"] for s in flat) == 4
+    with pytest.raises(ValueError, match="stratify by"):
+        filter_stage.filter_local(shards, str(tmp_path / "bad"), {}, {"top_k": top_k.Config(
+            column="quality", percent=50, by="no_such_column")})
 
 
 def test_top_k_quantile_and_lower_is_better(tmp_path: Path) -> None:
