@@ -287,8 +287,9 @@ def finish_shard(sh: Shard, outputs: dict[str, dict[str, Any]], errors: dict[str
                                               pa.array([reason] * sum(mask))))
             rewrites = rewrites.filter(pc.invert(m))
 
-    # recycle: a rewrite must pass the same quality rules its original failed
-    if recycle and job.get("filters") and len(rewrites):
+    # recycle: a rewrite must pass the same quality rules its original failed (scored even
+    # when there is none, so every shard's kept file has the same columns)
+    if recycle and job.get("filters"):
         from tasks.filter import first_failure, score_table
 
         scored = score_table(rewrites, job["filters"], None)

@@ -161,10 +161,50 @@ def shuffle_lines(src: Path, dst: Path, seed: int) -> None:
             b.unlink()
 
 
+_TRAIN = r"""
+import json, sys
+from tasks.select.fasttext_model import fasttext_trainer
+try:
+    fasttext_trainer().train_supervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])
+except RuntimeError as e:
+    print(f"fastText: {e}", file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+def train_supervised(lr: float, retries: int = 4, **kw: Any) -> tuple[Any, float]:
+    """fastText's ``train_supervised`` in a fresh interpreter, retried at half the learning
+    rate when its SGD diverges ("Encountered NaN": a small or peculiar training set can do that
+    at the published rates). A fresh process because a process where fastText once diverged
+    keeps failing every later training with that error (measured), and a Dask worker lives on.
+    Returns (model, the rate that trained it); the last failure is raised."""
+    import json
+    import subprocess
+    import sys
+
+    out = Path(f"{kw['input']}.model.bin")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH"))
+        if p)}
+    for attempt in range(retries + 1):
+        proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps({**kw, "lr": lr}),
+                               str(out)], capture_output=True, text=True, env=env)
+        if proc.returncode == 0:
+            import fasttext
+
+            model = fasttext.load_model(str(out))
+            out.unlink(missing_ok=True)
+            return model, lr
+        if "NaN" not in proc.stderr or attempt == retries:
+            raise RuntimeError(f"fastText training failed: {proc.stderr.strip()[-500:]}")
+        lr /= 2
+    raise AssertionError("unreachable")
+
+
 def train_model(shards: list[str], cfg: Any, work_dir: str, model_path: str) -> dict[str, Any]:
     """Write the training file (positives, sampled negatives, shuffled), train, save the
     model atomically at ``model_path``; returns what went in. ``cfg``: the stage's Config."""
-    ft = fasttext_trainer()
+    fasttext_trainer()  # fails early if the installed package cannot train
     work = Path(work_dir)
     shutil.rmtree(work, ignore_errors=True)  # an interrupted attempt's files
     work.mkdir(parents=True)
@@ -189,8 +229,8 @@ def train_model(shards: list[str], cfg: Any, work_dir: str, model_path: str) -> 
     staged.unlink()
     threads = cfg.threads or len(os.sched_getaffinity(0))
     t0 = time.perf_counter()
-    model = ft.train_supervised(
-        input=str(train_file), lr=cfg.lr, dim=cfg.dim, ws=cfg.ws, epoch=cfg.epoch,
+    model, lr = train_supervised(
+        cfg.lr, input=str(train_file), dim=cfg.dim, ws=cfg.ws, epoch=cfg.epoch,
         minCount=cfg.min_count, wordNgrams=cfg.word_ngrams, bucket=cfg.bucket, loss=cfg.loss,
         thread=threads, seed=cfg.seed, verbose=0)
     seconds = time.perf_counter() - t0
@@ -201,7 +241,7 @@ def train_model(shards: list[str], cfg: Any, work_dir: str, model_path: str) -> 
     shutil.rmtree(work, ignore_errors=True)
     return {"positives": positives, "negatives": negatives, "reference_skipped": stats.skipped,
             "train_seconds": round(seconds, 2), "train_precision": round(float(precision), 4),
-            "words": len(model.words), "threads": threads}
+            "words": len(model.words), "threads": threads, "lr": lr}
 
 
 def score_shard(src: str, dst: str, model_path: str, column: str,

@@ -159,7 +159,7 @@ def train_classifier(sample: str, labels: str, cfg: Config, work_dir: str, model
                      ) -> dict[str, Any]:
     """fastText on the sample's positives (DCLM's ``__label__hq``) and negatives
     (``__label__cc``), shuffled; the model saved atomically at ``model_path``."""
-    ft = ftm.fasttext_trainer()
+    ftm.fasttext_trainer()  # fails early if the installed package cannot train
     work = Path(work_dir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -183,8 +183,8 @@ def train_classifier(sample: str, labels: str, cfg: Config, work_dir: str, model
     staged.unlink()
     threads = cfg.threads or len(os.sched_getaffinity(0))
     t0 = time.perf_counter()
-    model = ft.train_supervised(
-        input=str(train_file), lr=cfg.lr, dim=cfg.dim, ws=cfg.ws, epoch=cfg.epoch,
+    model, lr = ftm.train_supervised(
+        cfg.lr, input=str(train_file), dim=cfg.dim, ws=cfg.ws, epoch=cfg.epoch,
         minCount=cfg.min_count, wordNgrams=cfg.word_ngrams, bucket=cfg.bucket, loss=cfg.loss,
         thread=threads, seed=cfg.seed, verbose=0)
     seconds = time.perf_counter() - t0
@@ -193,7 +193,7 @@ def train_classifier(sample: str, labels: str, cfg: Config, work_dir: str, model
     model.save_model(str(tmp))
     replace_durably(tmp, Path(model_path))
     shutil.rmtree(work, ignore_errors=True)
-    return {"positives": counts[1], "negatives": counts[0], "threads": threads,
+    return {"positives": counts[1], "negatives": counts[0], "threads": threads, "lr": lr,
             "train_seconds": round(seconds, 2), "train_precision": round(float(precision), 4)}
 
 

@@ -5,6 +5,7 @@ same calls: per-shard functions with markers, one task for training)."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import types
@@ -224,3 +225,23 @@ def test_a_recipe_places_the_stage_before_score_in_the_filter_group(tmp_path: Pa
         parse_recipe({"name": "t", "input": {"paths": ["data/sample/sample.jsonl"]},
                       "stages": {"extra": [{"use": "tasks.select.fasttext_stage:DclmFastText",
                                             "after": "rewrite", "with": {}}]}})
+
+
+def test_a_diverging_fasttext_is_retried_at_half_the_rate(tmp_path: Path) -> None:
+    """fastText raises "Encountered NaN" when its SGD diverges; training is retried at half the
+    rate, each time in a fresh interpreter (in one process, a diverged fastText fails every
+    later training), instead of failing the stage; the rate used is returned."""
+    import random
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(50)]
+    data = tmp_path / "train.txt"
+    data.write_text("".join(f"__label__{'hq' if i % 2 else 'cc'} "
+                            + " ".join(rng.choice(words) for _ in range(20)) + "\n"
+                            for i in range(40)))
+    kw = {"input": str(data), "epoch": 5, "thread": 1, "seed": 0, "verbose": 0}
+    with pytest.raises(RuntimeError, match="NaN"):
+        ftm.train_supervised(1e3, retries=0, **kw)
+    model, lr = ftm.train_supervised(1e3, retries=20, **kw)
+    assert lr < 1e3 and lr == 1e3 / 2 ** round(math.log2(1e3 / lr))
+    assert set(model.labels) == {"__label__hq", "__label__cc"}
