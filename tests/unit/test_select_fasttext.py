@@ -200,7 +200,7 @@ def test_shuffle_keeps_every_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_predict_only_fasttext_is_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "fasttext", types.ModuleType("fasttext"))
-    with pytest.raises(ImportError, match="fasttext-numpy2"):
+    with pytest.raises(ImportError, match="fasttext-community"):
         ftm.fasttext_trainer()
 
 
@@ -227,21 +227,33 @@ def test_a_recipe_places_the_stage_before_score_in_the_filter_group(tmp_path: Pa
                                             "after": "rewrite", "with": {}}]}})
 
 
-def test_a_diverging_fasttext_is_retried_at_half_the_rate(tmp_path: Path) -> None:
-    """fastText raises "Encountered NaN" when its SGD diverges; training is retried at half the
-    rate, each time in a fresh interpreter (in one process, a diverged fastText fails every
-    later training), instead of failing the stage; the rate used is returned."""
+def _toy_training_file(path: Path) -> dict[str, Any]:
     import random
 
     rng = random.Random(0)
     words = [f"w{i}" for i in range(50)]
-    data = tmp_path / "train.txt"
-    data.write_text("".join(f"__label__{'hq' if i % 2 else 'cc'} "
+    path.write_text("".join(f"__label__{'hq' if i % 2 else 'cc'} "
                             + " ".join(rng.choice(words) for _ in range(20)) + "\n"
                             for i in range(40)))
-    kw = {"input": str(data), "epoch": 5, "thread": 1, "seed": 0, "verbose": 0}
+    return {"input": str(path), "epoch": 5, "thread": 1, "seed": 0, "verbose": 0}
+
+
+def test_a_diverging_fasttext_is_retried_at_half_the_rate(tmp_path: Path) -> None:
+    """fastText raises "Encountered NaN" when its SGD diverges; training is retried at half the
+    rate instead of failing the stage; the rate used is returned."""
+    kw = _toy_training_file(tmp_path / "train.txt")
     with pytest.raises(RuntimeError, match="NaN"):
         ftm.train_supervised(1e3, retries=0, **kw)
     model, lr = ftm.train_supervised(1e3, retries=20, **kw)
     assert lr < 1e3 and lr == 1e3 / 2 ** round(math.log2(1e3 / lr))
     assert set(model.labels) == {"__label__hq", "__label__cc"}
+
+
+def test_fasttext_trains_the_same_small_set_every_time(tmp_path: Path) -> None:
+    """At a sane rate, training never fails: fasttext-numpy2 0.10.4 raised "Encountered NaN"
+    at random on this very set (17 of 20 trainings in one process, 3 of 6 in fresh ones,
+    any rate), which is why datamill installs fasttext-community."""
+    kw = _toy_training_file(tmp_path / "train.txt")
+    ft = ftm.fasttext_trainer()
+    for _ in range(20):
+        ft.train_supervised(lr=0.1, **kw)
