@@ -106,11 +106,12 @@ class Engines:
     def actor(self, target: str, *args: Any, **kwargs: Any) -> Any:
         self._release_for_gpu_stage()
         ray = ray_engine.init()
-        actor = ray_engine.start_actor()
+        ref = ray_engine.stage_task().remote(target, *args, **kwargs)
         try:
-            return ray.get(actor.run.remote(target, *args, **kwargs))
-        finally:
-            ray.kill(actor)
+            return ray.get(ref)
+        except BaseException:
+            ray.cancel(ref, force=True)  # an interrupted flow leaves no stage running
+            raise
 
     def distributed(self, target: str, kwargs: dict[str, Any], workers: int,
                     storage: Path) -> None:

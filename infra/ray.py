@@ -1,7 +1,7 @@
 """The Ray engine for the GPU stages (training, evaluation, local-model rewriting).
 
 Local Ray by default (loopback, no dashboard); ``DATAMILL_RAY_ADDRESS`` joins a cluster. A stage
-runs inside an actor that asks for a GPU only when the cluster has one, so the same code runs on
+runs as a Ray task that asks for a GPU only when the cluster has one, so the same code runs on
 this machine's CPUs; data-parallel training runs under Ray Train's TorchTrainer
 (``run_distributed``), on GPUs or CPUs alike.
 """
@@ -39,17 +39,20 @@ def gpus_available() -> float:
     return float(ray.cluster_resources().get("GPU", 0.0))
 
 
-class StageActor:
-    """Holds the process a GPU stage runs in: calls ``module:function`` with the given args."""
-
-    def run(self, target: str, *args: Any, **kwargs: Any) -> Any:
-        module, func = target.split(":")
-        fn: Callable[..., Any] = getattr(importlib.import_module(module), func)
-        return fn(*args, **kwargs)
+def run_stage(target: str, *args: Any, **kwargs: Any) -> Any:
+    """Calls ``module:function`` with the given args: the body of a GPU stage's Ray task."""
+    module, func = target.split(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), func)
+    return fn(*args, **kwargs)
 
 
-def start_actor(num_cpus: float | None = None) -> Any:
-    """A StageActor with one GPU when there is one, else the CPUs."""
+def stage_task(num_cpus: float | None = None) -> Any:
+    """``run_stage`` as a Ray remote function with one GPU when there is one, else the CPUs.
+
+    A task, not an actor: on CPUs Ray hands the next stage an idle worker process that ran one
+    before, with torch and transformers already imported (seconds per stage); a task that
+    holds a GPU gets a fresh process each time (``max_calls=1``), so its memory is returned.
+    The resources are the stage's only while it runs."""
     ray = init()
     gpus = 1.0 if gpus_available() >= 1 else 0.0
     if num_cpus is not None:
@@ -57,15 +60,15 @@ def start_actor(num_cpus: float | None = None) -> Any:
     elif gpus:
         cpus = 1.0
     else:
-        # an actor lives on one node: on a cluster, the largest node's CPUs, not the sum
+        # a task runs on one node: on a cluster, the largest node's CPUs, not the sum
         nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
         cpus = float(max(nodes) if nodes else ray.cluster_resources().get("CPU", 1))
     # Dask's LocalCluster sets OMP_NUM_THREADS=1 in this process's environment, which a local
-    # Ray started afterwards inherits: give the actor's torch the threads it was granted.
+    # Ray started afterwards inherits: give the stage's torch the threads it was granted.
     threads = str(max(1, int(cpus)))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    return ray.remote(num_gpus=gpus, num_cpus=cpus)(StageActor).options(
-        runtime_env={"env_vars": env}).remote()
+    return ray.remote(num_gpus=gpus, num_cpus=cpus, max_calls=1 if gpus else 0,
+                      max_retries=0)(run_stage).options(runtime_env={"env_vars": env})
 
 
 class ShardActor:
@@ -101,8 +104,8 @@ def map_shards(fn: Callable[..., Any], calls: list[tuple[Any, ...]], cpus: float
 
 
 def _ddp_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: torch.distributed is set up; call the target like StageActor."""
-    StageActor().run(config["target"], **config["kwargs"])
+    """One Ray Train worker: torch.distributed is set up; call the target like a stage task."""
+    run_stage(config["target"], **config["kwargs"])
 
 
 def run_distributed(target: str, kwargs: dict[str, Any], num_workers: int, storage: Path
@@ -117,7 +120,7 @@ def run_distributed(target: str, kwargs: dict[str, Any], num_workers: int, stora
 
     use_gpu = gpus_available() >= num_workers
     # one core per CPU worker, torch's threads to match (a local Ray may inherit
-    # OMP_NUM_THREADS=1 from Dask, see start_actor)
+    # OMP_NUM_THREADS=1 from Dask, see stage_task)
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     trainer = TorchTrainer(
         _ddp_worker,

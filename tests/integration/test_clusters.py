@@ -139,9 +139,9 @@ def test_recipe_runs_on_dask_and_ray_clusters(clusters: dict[str, Any], sample_s
             w.name: w.metrics.get("task_counts", {}) for w in dask_scheduler.workers.values()})
     assert "run_marked" in prefixes, prefixes
     assert set(workers) == {"w0", "w1"}
-    # ...and training / evaluation ran in StageActors of the Ray cluster we started
-    actor_logs = [p for p in clusters["ray_tmp"].rglob("worker-*.out")
-                  if "StageActor" in p.read_text(errors="replace")]
-    assert actor_logs, "no StageActor ran on the started Ray cluster"
+    # ...and training / evaluation ran as stage tasks on the Ray cluster we started
+    task_logs = [p for p in clusters["ray_tmp"].rglob("worker-*.out")
+                 if "run_stage" in p.read_text(errors="replace")]
+    assert task_logs, "no stage task ran on the started Ray cluster"
     run = Catalog(root / "catalog.duckdb").show(summary["run_id"])
     assert any(m["name"] == "loss" for m in run["metrics"])
