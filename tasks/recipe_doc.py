@@ -39,7 +39,7 @@ def _marks(f: Any) -> str:
 
 def _doc_models() -> list[tuple[str, type[BaseModel]]]:
     from tasks.filters.base import REGISTRY
-    from tasks.train.options import MixingConfig, MixTemperature, OrderConfig
+    from tasks.train.options import MixingConfig, MixTemperature, OrderConfig, StabilityConfig
 
     models: list[tuple[str, type[BaseModel]]] = [
         ("recipe", Recipe), ("input", InputConfig), ("stages", StagesConfig),
@@ -53,6 +53,7 @@ def _doc_models() -> list[tuple[str, type[BaseModel]]]:
     models += [("stages.tokenize", TokenizeConfig), ("stages.train", _train_config_cls()),
                ("stages.train.mix_temperature", MixTemperature),
                ("stages.train.mixing", MixingConfig), ("stages.train.order", OrderConfig),
+               ("stages.train.stability", StabilityConfig),
                ("stages.evaluate", EvaluateConfig), ("stages.extra[]", ExtraStage),
                ("contracts", ContractsConfig),
                ("refresh", RefreshConfig)]

@@ -258,6 +258,13 @@ def more_tables(run: dict[str, Any]) -> str:
     if training:
         out.append("<h2>Epochs per source</h2>\n<p>How many times training saw each source's "
                    "tokens (tokens seen / tokens available).</p>\n" + _html_table(training))
+    from tasks.train.stability import gap_rows
+
+    if gaps := gap_rows(run["metrics"]):
+        out.append("<h2>Old-domain loss (stability gap)</h2>\n<p>A continued run's loss on fixed "
+                   "rows of the init run's data, measured from step 0: its highest value (the "
+                   "gap) and the step it is back within 1 % of the start.</p>\n"
+                   + _html_table(gaps))
     prof = profile_rows(run["stages"])
     if prof:
         out.append("<h2>Where the time goes</h2>\n<p>Per shard step: wall and CPU seconds summed "

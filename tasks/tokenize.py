@@ -8,9 +8,9 @@ trainer). A source's tokens short of a full row in one shard are carried, not dr
 all shards, ``pack_remainders`` packs each source's carried tokens (in shard order) into more
 rows, and only what is left below one row per source is dropped, and counted.
 
-With a score column (a curriculum, ``train.order.by``), each row also gets a score: the
-token-weighted mean of its documents' scores (documents without one left out), saved beside
-the rows as ``*.score.npy`` and named in meta.json.
+With a score column (``train.order.by`` or ``train.stability.by``), each row also gets a
+score: the token-weighted mean of its documents' scores (documents without one left out), saved
+beside the rows as ``*.score.npy`` and named in meta.json.
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ def pack_shard(
     if score_column is not None:
         names = pq.read_schema(in_path).names
         if score_column not in names:
-            raise ValueError(f"{in_path}: no score column {score_column!r} (train.order.by) in "
-                             f"the kept documents; columns: {sorted(names)}")
+            raise ValueError(f"{in_path}: no score column {score_column!r} (train.order.by or "
+                             f"stability.by) in the kept documents; columns: {sorted(names)}")
         columns += [score_column] if score_column not in columns else []
     t = pq.read_table(in_path, columns=columns)
     held = heldout_mask(t.column("id").combine_chunks(), fraction)

@@ -43,9 +43,12 @@ def given_tokenizer(run: RunInfo) -> Path | None:
 
 
 def row_score_column(run: RunInfo) -> str | None:
-    """The score column each row carries: train.order.by when the recipe has a curriculum."""
-    order = run.recipe.train_config().order
-    return order.by if order is not None else None
+    """The score column each row carries: train.order.by (a curriculum) or train.stability.by
+    (the stability gap's subset); TrainConfig allows one column per run."""
+    tcfg = run.recipe.train_config()
+    if tcfg.order is not None:
+        return str(tcfg.order.by)
+    return tcfg.stability.by if tcfg.stability is not None else None
 
 
 def train_tokenizer(kept: list[str], cfg: Any, out: str) -> str:
@@ -91,7 +94,7 @@ class Tokenize(Stage):
             shutil.copyfile(given, tok_path)
         elif not tok_path.exists():
             ex.task(train_tokenizer, kept, cfg, str(tok_path), desc="tokenizer")
-        score = row_score_column(run)  # a curriculum: each row's score is packed with it
+        score = row_score_column(run)  # each row's score packed with it (order, stability)
         jobs = [(shard_key(p), (p, str(tok_path), str(out.path), shard_key(p), cfg.seq_len,
                                 cfg.heldout_fraction, score)) for p in kept]
         stats = ex.shards(out, tokenize.pack_shard, jobs, "tokenize")

@@ -24,12 +24,16 @@ def tail_metrics(path: Path, stop: threading.Event, log: Any) -> None:
                 fh.seek(pos)
                 while (line := fh.readline()).endswith("\n"):
                     m = json.loads(line)
+                    pos = fh.tell()
+                    if "old_domain_loss" in m:  # the stability gap's probe
+                        log.info("train step %d old-domain loss %.4f", m["step"],
+                                 m["old_domain_loss"])
+                        continue
                     mix = " mix " + " ".join(f"{k}={v:.3f}" for k, v in m["mix"].items()) \
                         if "mix" in m else ""
                     log.info("train step %d loss %.4f lr %.2e grad_norm %.3f %.0f tok/s%s",
                              m["step"], m["loss"], m["lr"], m["grad_norm"], m["tokens_per_s"],
                              mix)
-                    pos = fh.tell()
         if stopped:
             return
 
@@ -79,7 +83,7 @@ class Train(ActorStage):
             if tcfg.init_from else None
 
     def config(self, run: RunInfo, variant: Any = None) -> Any:
-        return variant
+        return variant.versioned()  # stability's probes alone do not version the stage
 
     def version_inputs(self, run: RunInfo, up: Upstream, variant: Any = None) -> list[str]:
         init = self._init(run, variant)  # continual pre-training: its start is an input
@@ -113,6 +117,7 @@ class Train(ActorStage):
         n = tok.extra["train_docs"]
         return {"docs_in": n, "docs_kept": n, "docs_rejected": 0, "summary": summary,
                 "data_plan": plan, "epochs": summary["epochs"], "mixing": summary["mixing"],
+                "old_domain_loss": summary.get("old_domain_loss"),
                 "init": {"run_id": init.run_id, "identity": init.identity,
                          "checkpoint": str(init.checkpoint)} if init else None,
                 "outputs": {"checkpoint": out.rel(out.path / "checkpoint"),
@@ -123,6 +128,9 @@ class Train(ActorStage):
         rows = []
         for line in (run.data_root / manifest.output("metrics")).read_text().splitlines():
             m = json.loads(line)
+            if "old_domain_loss" in m:  # the stability gap's probe: a record of its own
+                rows.append((m["step"], "old_domain_loss", float(m["old_domain_loss"])))
+                continue
             rows += [(m["step"], k, float(m[k])) for k in ("loss", "lr", "grad_norm",
                                                           "tokens_per_s")]
             # the sampling proportions of the logged steps, per pool
@@ -139,9 +147,11 @@ class Train(ActorStage):
 def loss_curve(run: RunInfo) -> Artifact:
     """The training loss per seed so far: a sparkline plus first/last/min values."""
     from tasks.histograms import sparkline
+    from tasks.train.stability import gap_rows
 
     curves: dict[int, list[tuple[int, float]]] = {}
-    for m in run.catalog.show(run.run_id)["metrics"]:
+    metrics = run.catalog.show(run.run_id)["metrics"]
+    for m in metrics:
         if m["name"] == "loss":
             curves.setdefault(m.get("seed") or 0, []).append((m["step"], m["value"]))
     lines = [f"# Training loss, run `{run.run_id}`", "", "| seed | steps | first | last | min "
@@ -151,5 +161,9 @@ def loss_curve(run: RunInfo) -> Artifact:
         vals = [v for _, v in pts]
         lines.append(f"| {seed} | {pts[0][0]}–{pts[-1][0]} | {vals[0]:.4f} | {vals[-1]:.4f} | "
                      f"{min(vals):.4f} | `{sparkline(vals)}` |")
+    if gaps := gap_rows(metrics):  # the stability gap: the init run's data, continued
+        lines += ["", "Old-domain loss (the init run's data): the stability gap", "",
+                  "| seed | initial | max (gap) | recovered |", "|---|---:|---|---|"]
+        lines += ["| " + " | ".join(str(v) for v in g.values()) + " |" for g in gaps]
     return Artifact(key="datamill-loss-curve", markdown="\n".join(lines) + "\n",
                     description=f"Training loss curve, run {run.run_id}")

@@ -2,8 +2,9 @@
 
 One readable loop in the spirit of nanoGPT (`loop.train`) over seeded, source-weighted data
 (`data`, `mixing`; online mixing: `aioli`; epochs and max_epochs caps: `repetition`; a
-quality-ordered curriculum: `curriculum`; all prepared by `sampling`), writing a Hugging
-Face checkpoint that `AutoModelForCausalLM` / `AutoTokenizer` load offline. Continual
+quality-ordered curriculum: `curriculum`; the stability gap's subset: `stability`; all
+prepared by `sampling`), writing a Hugging Face checkpoint that `AutoModelForCausalLM` /
+`AutoTokenizer` load offline. Continual
 pre-training (`init_from`, `continual`) starts from a previous run's model and replays its
 data; `average_last` averages the last k checkpoints into the final one. With
 `checkpoint_every` the run is resumable (`checkpoint`): a later `train()` on the same out_dir
@@ -41,7 +42,7 @@ from .model import (
     make_optimizer,
     resolve_device,
 )
-from .options import MixingConfig, MixTemperature, OrderConfig
+from .options import MixingConfig, MixTemperature, OrderConfig, StabilityConfig
 from .repetition import epochs_table
 from .sampling import prepare
 
@@ -61,6 +62,7 @@ __all__ = [
     "Mixture",
     "OrderConfig",
     "PackedSequences",
+    "StabilityConfig",
     "TrainConfig",
     "average_checkpoints",
     "build_model",

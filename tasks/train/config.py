@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tasks.identity import OPERATIONAL, is_operational
+from tasks.identity import OPERATIONAL, identity, is_operational
 
-from .options import MixingConfig, MixTemperature, OrderConfig
+from .options import MixingConfig, MixTemperature, OrderConfig, StabilityConfig
 
 # LlamaConfig kwargs per model size. Parameter counts are for the transformer blocks only
 # (embeddings are tied, so they add vocab_size * hidden_size once).
@@ -95,7 +95,7 @@ class TrainConfig(BaseModel):
         "peak, else no MFU")
     workers: Annotated[int, OPERATIONAL] = Field(
         1, ge=1, description="data-parallel workers: > 1 runs Ray Train's TorchTrainer (DDP, "
-        "CPU or one GPU each); 1 = one Ray actor, or DDP over all GPUs when there are several")
+        "CPU or one GPU each); 1 = one Ray task, or DDP over all GPUs when there are several")
     source_weights: dict[str, float] = Field(
         default_factory=dict, description="sampling weight per source (multiplies its natural "
         "share of rows; unlisted = 1, 0 = never), e.g. {wikipedia: 2.0}")
@@ -137,6 +137,10 @@ class TrainConfig(BaseModel):
     order: OrderConfig | None = Field(
         None, description="curriculum: rows in the order of a per-row score ({by: COLUMN}); "
         "null = shuffled")
+    stability: StabilityConfig | None = Field(
+        None, description="with init_from: train on the top rows of the new data by a score "
+        "for several epochs, and record the old-domain loss over the first steps ({by: "
+        "COLUMN}); null = off")
 
     @field_validator("preset")
     @classmethod
@@ -190,7 +194,35 @@ class TrainConfig(BaseModel):
             if self.mix_temperature is not None or self.anneal_source_weights:
                 raise ValueError("mixing sets the proportions itself: drop mix_temperature and "
                                  "anneal_source_weights")
+        if self.stability is not None:
+            self._check_stability(self.stability)
         return self
+
+    def _check_stability(self, st: StabilityConfig) -> None:
+        if not self.init_from:
+            raise ValueError("stability is for continual pre-training: it needs init_from (the "
+                             "run whose model and old data it starts from)")
+        if st.by is None:
+            return
+        if self.order is not None and self.order.by != st.by:
+            raise ValueError(f"order.by {self.order.by!r} and stability.by {st.by!r} differ: "
+                             "tokenize carries one row-score column per run")
+        if self.per_source():
+            raise ValueError("stability.by draws the new data from one pool (its top rows): "
+                             "drop source_weights, anneal_source_weights, mix_temperature, "
+                             "mixing and max_epochs")
+
+    def selects_subset(self) -> bool:
+        """Whether the new data is cut to its top rows (stability.by)."""
+        return self.stability is not None and self.stability.by is not None
+
+    def versioned(self) -> dict[str, Any]:
+        """The train stage's versioned config (tasks/identity.py), `stability` only when it
+        selects a subset: its probes only measure, so a recipe without one keeps its version."""
+        out = identity(self)
+        if not self.selects_subset():
+            out.pop("stability")
+        return out
 
     def cap(self, source: str) -> float | None:
         """max_epochs of one source (None = no cap)."""
@@ -215,8 +247,12 @@ class TrainConfig(BaseModel):
                 for s in (self.seeds or [self.seed])]
 
     def trajectory(self) -> dict[str, Any]:
-        """The fields that decide the trained weights: a run may only resume if these match."""
-        return self.model_dump(exclude=BOOKKEEPING_FIELDS)
+        """The fields that decide the trained weights: a run may only resume if these match
+        (stability as in `versioned`: its probes may change on resume)."""
+        out = self.model_dump(exclude=BOOKKEEPING_FIELDS | {"stability"})
+        if self.selects_subset():
+            out["stability"] = identity(self.stability)
+        return out
 
 
 # how often to log / checkpoint, how many seeds and workers: not what one seed's model is

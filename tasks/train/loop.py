@@ -5,7 +5,8 @@ metrics, and a Hugging Face checkpoint (safetensors + tokenizer) that `AutoModel
 
 What data each step sees -- pools, proportions (fixed or Aioli), max_epochs caps, curriculum
 order, loss weights -- is prepared before the loop (tasks/train/sampling.py), with the plan of
-the epochs each source will see.
+the epochs each source will see. With `stability`, the old domain's loss is measured over the
+first steps (tasks/train/stability.py).
 
 The same loop runs data-parallel (DDP) when torch.distributed is initialised, as Ray Train's
 TorchTrainer does for `workers > 1` (infra/ray.py). torch is imported inside the functions.
@@ -55,6 +56,7 @@ from .model import (
 )
 from .repetition import describe, repeat_warning
 from .sampling import prepare
+from .stability import ProbeRows, old_domain_dir, old_domain_rows, probe_schedule
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,19 @@ def train(
     probes = sampling.probe_rows(config.mixing.probe_rows) if config.mixing else []
     loss_weight = None if sampling.loss_weight is None else torch.from_numpy(
         sampling.loss_weight).float()
+    # the stability gap: the old domain's loss on fixed rows of the init run's data
+    old_rows: ProbeRows | None = None
+    old_origin: str | None = None
+    probe_at: set[int] = set()
+    old_curve: list[list[float]] = []
+    if config.stability is not None and init is not None:
+        if (old_dir := old_domain_dir(config, init, meta["vocab_size"])) is None:
+            log.warning("no old-domain loss: the data %s was trained on is unknown (set "
+                        "train.replay_data)", init.checkpoint)
+        else:
+            rows, old_origin = old_domain_rows(old_dir, config.stability.probe_rows)
+            old_rows = ProbeRows(rows)
+            probe_at = set(probe_schedule(config.stability, steps))
 
     # carry on from the newest complete checkpoint an earlier (killed) call left behind
     if rank == 0:
@@ -138,6 +153,7 @@ def train(
         order = sampling.mixture(state["data_order"])
         mix.load_state(state.get("mixing", {}))
         loss_value, elapsed_before, resumed_from = state["loss"], state["elapsed_s"], start
+        old_curve = list(state.get("old_domain_loss", []))  # the probes up to its step
         log.info("resuming %s from step %d of %d", out_dir, start, steps)
     fwd: Any = model
     if world > 1:
@@ -157,8 +173,21 @@ def train(
 
         bar = tqdm(total=steps, initial=start, desc=f"train {config.preset}", unit="step")
 
+    def probe_old(at: int) -> None:
+        """The old-domain loss after `at` updates, recorded (every rank: a collective)."""
+        assert old_rows is not None
+        with autocast:
+            (value,) = probe_losses(model, old_rows, [np.arange(len(old_rows.rows))], per_rank,
+                                    device, world)
+        old_curve.append([at, value])
+        if metrics_file is not None:
+            metrics_file.write(json.dumps({"step": at, "old_domain_loss": value}) + "\n")
+            metrics_file.flush()
+
     t0 = time.perf_counter() - elapsed_before  # elapsed_s counts all attempts' training time
     try:
+        if start == 0 and 0 in probe_at:  # before the first update
+            probe_old(0)
         for step in range(start, steps):
             lr = lr_at(step, steps, config)
             for group in optimizer.param_groups:
@@ -228,6 +257,8 @@ def train(
                     metrics_file.flush()  # so a watcher can tail the file live
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}")
+            if done in probe_at:
+                probe_old(done)
             if save_now and rank == 0:
                 state = {
                     "step": done,
@@ -237,6 +268,7 @@ def train(
                     "total_steps": steps,
                     "data_order": order.state(),
                     "mixing": mix.state(),
+                    **({"old_domain_loss": old_curve} if old_rows is not None else {}),
                     "elapsed_s": elapsed,
                     **identity,
                     "config": config.trajectory(),
@@ -290,6 +322,9 @@ def train(
         "data_plan": sampling.plan,
         "epochs": sampling.epochs_seen(order),
         "mixing": mix.summary(),
+        # the stability gap: [[step, old-domain loss], ...] and where its rows came from
+        **({"old_domain_loss": old_curve, "old_domain_rows": old_origin}
+           if old_rows is not None else {}),
         **identity,
     }
     if rank == 0:

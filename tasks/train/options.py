@@ -1,14 +1,16 @@
 """The nested sections of the train config: temperature sampling, online mixing, curriculum.
 
 Torch-free, like config.py. Every field is versioned (tasks/identity.py): each changes what the
-model is trained on.
+model is trained on -- but the stability gap's probe_* fields, which only measure.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.identity import OPERATIONAL
 
 
 class MixTemperature(BaseModel):
@@ -73,3 +75,27 @@ class OrderConfig(BaseModel):
     by: str = Field(description="a numeric column of the filter's kept documents, e.g. "
                     "gopher_quality_alpha_words_frac")
     ascending: bool = Field(True, description="lowest scores first (the best data last)")
+
+
+class StabilityConfig(BaseModel):
+    """The stability gap: a continued run's top new rows for several epochs, old-domain loss.
+
+    "Efficient Continual Pre-training by Mitigating the Stability Gap" (Wang et al. 2024): the
+    new data cut to its top rows by a stored score and seen for several epochs, and the old
+    domain's loss measured over the first steps (tasks/train/stability.py). Needs init_from."""
+
+    model_config = ConfigDict(extra="forbid")
+    by: str | None = Field(
+        None, description="row-score column (carried by tokenize, as for order.by): train on "
+        "the new data's top rows by it; null = all rows, only the old-domain loss curve")
+    top_percent: float = Field(10.0, gt=0, le=100, description="the subset is at most this "
+                               "share of the scored rows (the highest scores)")
+    epochs: float = Field(4.0, gt=0, description="the subset is sized so that the run's "
+                          "token budget sees it this many times (fewer rows when top_percent "
+                          "is smaller; then more epochs)")
+    probe_steps: Annotated[int, OPERATIONAL] = Field(
+        50, ge=0, description="measure the old-domain loss up to this step")
+    probe_every: Annotated[int, OPERATIONAL] = Field(
+        5, ge=1, description="steps between old-domain loss measurements (and step 0)")
+    probe_rows: Annotated[int, OPERATIONAL] = Field(
+        16, ge=1, description="rows of the init run's data the old-domain loss is the mean over")

@@ -93,11 +93,19 @@ def by_source(mixture: Mixture, data: PackedSequences, drawn: np.ndarray | None 
     return out
 
 
-def source_rows(data: PackedSequences) -> dict[str, int]:
+def source_rows(data: PackedSequences, pools: dict[str, np.ndarray] | None = None
+                ) -> dict[str, int]:
+    """Rows per source that the run may draw: those in its pools (default: all rows; the
+    stability gap's subset is fewer)."""
+    held = None
+    if pools is not None:
+        held = np.zeros(len(data), dtype=bool)
+        for rows in pools.values():
+            held[rows] = True
     out: dict[str, int] = {}
     for name, rows in data.source_rows().items():
         key = REPLAY_NAME if name.startswith(REPLAY) else name
-        out[key] = out.get(key, 0) + len(rows)
+        out[key] = out.get(key, 0) + (len(rows) if held is None else int(held[rows].sum()))
     return out
 
 
@@ -107,8 +115,9 @@ def epochs(drawn: dict[str, int], rows: dict[str, int]) -> dict[str, float]:
 
 def make_plan(config: TrainConfig, data: PackedSequences, mixture: Mixture, requested: int,
               steps: int, drawn: np.ndarray, basis: str) -> dict[str, Any]:
-    """The record of a plan: per source its rows, the rows it gives, its epochs and its cap."""
-    rows, got = source_rows(data), by_source(mixture, data, drawn)
+    """The record of a plan: per source its rows (in the pools), the rows it gives, its epochs
+    and its cap."""
+    rows, got = source_rows(data, mixture.rows), by_source(mixture, data, drawn)
     return {
         "steps_requested": requested,
         "steps": steps,
@@ -129,6 +138,9 @@ def describe(plan: dict[str, Any]) -> str:
     if plan["stopped_by"]:
         line += (f"; stopped by max_epochs after {plan['steps']} of "
                  f"{plan['steps_requested']} steps")
+    if st := plan.get("stability"):
+        line += (f"; stability: the top {st['rows']} of {st['scored_rows']} scored rows by "
+                 f"{st['by']}")
     return line
 
 

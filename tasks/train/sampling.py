@@ -1,7 +1,8 @@
 """Everything a run needs to know about its data before the first step: the rows (with replay),
-the pools, the mixer (fixed proportions or Aioli), the caps, the curriculum order, per-source
-loss weights, and the plan (steps and epochs per source). Torch-free: the train stage calls it
-in the flow process to log the plan, the loop calls it again in the trainer.
+the pools (the stability gap's top rows), the mixer (fixed proportions or Aioli), the caps, the
+curriculum order, per-source loss weights, and the plan (steps and epochs per source).
+Torch-free: the train stage calls it in the flow process to log the plan, the loop calls it
+again in the trainer.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .repetition import (
     source_rows,
     stops_at_caps,
 )
+from .stability import select_subset
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Sampling:
         return Mixture(self.pools, self.seed, state, self.hard_limit, self.fixed)
 
     def epochs_seen(self, mixture: Mixture) -> dict[str, float]:
-        return epochs(by_source(mixture, self.data), source_rows(self.data))
+        return epochs(by_source(mixture, self.data), source_rows(self.data, self.pools))
 
     def mean_loss_weight(self, p: np.ndarray) -> float:
         """The expected loss weight of a row drawn with pool probabilities p (the loss is
@@ -72,11 +74,16 @@ def prepare(config: TrainConfig, data_dir: Path, meta: dict[str, Any],
     data = PackedSequences(data_dir, meta)
     replay_dir = add_replay(data, meta, config, init)
     pools, probs = mixture_pools(data, config, replay=replay_dir is not None)
+    requested = config.total_steps(data.seq_len)
+    share = config.replay if replay_dir is not None else 0.0
+    subset = None
+    if config.stability is not None and config.stability.by is not None:
+        # the stability gap's top rows by score are the new data's one pool
+        pools["train"], subset = select_subset(config.stability, config, data, meta,
+                                               pools["train"], requested, share)
     names = list(pools)
     limit = pool_limits(config, pools)
     fixed = fixed_orders(config.order, data, meta, pools) if config.order else {}
-    requested = config.total_steps(data.seq_len)
-    share = config.replay if replay_dir is not None else 0.0
     slots = config.batch_size * config.grad_accum
     static = StaticMix(probs, limit, replay_dir is not None, config, slots)
     if config.mixing is not None:  # the plan (and its length) at Aioli's first proportions
@@ -101,6 +108,8 @@ def prepare(config: TrainConfig, data_dir: Path, meta: dict[str, Any],
                        config.seed)
         basis = "aioli's first proportions"
     plan = make_plan(config, data, counting, requested, steps, drawn, basis)
+    if subset is not None:
+        plan["stability"] = subset
     loss_weight = pool_weight = None
     if config.source_loss_weights:
         src_names, ids = data.source_ids()
