@@ -260,7 +260,7 @@ def more_tables(run: dict[str, Any]) -> str:
                    "tokens (tokens seen / tokens available).</p>\n" + _html_table(training))
     from tasks.train.stability import gap_rows
 
-    if gaps := gap_rows(run["metrics"]):
+    if gaps := gap_rows(run.get("metrics", [])):
         out.append("<h2>Old-domain loss (stability gap)</h2>\n<p>A continued run's loss on fixed "
                    "rows of the init run's data, measured from step 0: its highest value (the "
                    "gap) and the step it is back within 1 % of the start.</p>\n"

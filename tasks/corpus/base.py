@@ -8,10 +8,10 @@ plain function, none in the flow process, none holding texts:
    rule needs for the rows still in play (``shard`` int32, ``row`` int64, then the rule's own
    keys: a hash, LSH band keys, a score). The runner writes each shard's keys to Parquet.
 2. ``decide(key_files, out_dir, config, ctx)`` — in a Dask task (it may fan out further through
-   ``ctx.map``): reads the key files, writes ``out_dir/part-<shard>.parquet`` for each shard
-   with decisions — columns ``row`` (int64), ``rule`` (string; null = kept, annotated only)
-   and any annotation columns the rule adds to every document it covers — and returns small
-   statistics (counts) for the manifest.
+   ``ctx.map``): reads the key files (``read_keys``), writes ``out_dir/part-<shard>.parquet``
+   for each shard with decisions — columns ``row`` (int64), ``rule`` (string; null = kept,
+   annotated only) and any annotation columns the rule adds to every document it covers —
+   and returns small statistics (counts) for the manifest.
 3. The filter stage's per-shard decide step reads those decision files and applies them after
    the document rules, in recipe order: a row's reason is the first rule that dropped it.
 
@@ -106,6 +106,15 @@ def split_by_shard(out_dir: Path, table: pa.Table, rule: str | None = None) -> d
                       decision_path(out_dir, int(s)))
     counts = pc.value_counts(table.column("rule").combine_chunks()).to_pylist()
     return {c["values"]: int(c["counts"]) for c in counts if c["values"] is not None}
+
+
+def read_keys(key_files: list[str], columns: list[str] | None = None) -> pa.Table | None:
+    """Every shard's key file as one table (only ``columns``, if given); None when they hold
+    no row, so a rule returns its empty statistics and writes no decision."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(f, columns=columns) for f in key_files]
+    return pa.concat_tables(tables) if sum(len(t) for t in tables) else None
 
 
 def worker_map(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:

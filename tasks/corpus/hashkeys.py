@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.corpus.base import RuleContext, split_by_shard
+from tasks.corpus.base import RuleContext, read_keys, split_by_shard
 from tasks.filters import dedup
 
 
@@ -40,13 +40,12 @@ def decide_by_hash(key_files: list[str], out_dir: Path, ctx: RuleContext, index_
                    rule: str, seen_rule: str) -> dict[str, Any]:
     """Documents seen in the index first (``seen_rule``), then in-run duplicates (``rule``),
     first by (shard, row) surviving. Holds the keys (hash, shard, row), never texts."""
-    tables = [pq.read_table(f) for f in key_files]
-    keys = pa.concat_tables(tables) if tables else pa.table(
-        {"shard": pa.array([], pa.int32()), "row": pa.array([], pa.int64()),
-         "hash": pa.array([], pa.binary(16))})
+    keys = read_keys(key_files)
+    if keys is None:
+        return {"dropped": {}, "keys": 0}
     drops = []
     seen = indexed_hashes(ctx.index_parts, index_column) if ctx.index_parts else None
-    if seen is not None and len(keys):
+    if seen is not None:
         hit = pc.is_in(keys.column("hash"), value_set=seen)
         seen_keys = keys.filter(hit).select(["shard", "row"])
         drops.append(seen_keys.append_column(

@@ -19,10 +19,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from tasks.corpus.base import CorpusRuleConfig, RuleContext, split_by_shard
+from tasks.corpus.base import CorpusRuleConfig, RuleContext, read_keys, split_by_shard
 
 NAME = "top_k"
 VERSION = 1
@@ -74,10 +73,15 @@ def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
 
 def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
            ) -> dict[str, Any]:
-    tables = [pq.read_table(f) for f in key_files]
-    if not tables or not sum(len(t) for t in tables):
+    t = read_keys(key_files)
+    if t is None:
         return {"ranked": 0, "kept": 0, "cut": None, "dropped": {}}
-    t = pa.concat_tables(tables)
+    return cut_keys(t, out_dir, cfg, RULE)
+
+
+def cut_keys(t: pa.Table, out_dir: Path, cfg: Config, rule: str) -> dict[str, Any]:
+    """Rank the gathered keys (shard, row, score[, group]), write what falls below the cut as
+    ``rule``, return the statistics (also ``tasks.select.dataman_topk``'s ranking)."""
     score = t.column("score").to_numpy()
     if not cfg.higher_is_better:
         score = -score
@@ -101,7 +105,7 @@ def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
         per_group[str(g)] = {"ranked": int(len(idx)), "kept": keep_n, "cut": cut}
     drop_all = np.sort(np.concatenate(drops))
     dropped = t.select(["shard", "row"]).take(pa.array(drop_all, pa.int64()))
-    counts = split_by_shard(out_dir, dropped, rule=RULE)
+    counts = split_by_shard(out_dir, dropped, rule=rule)
     out: dict[str, Any] = {"ranked": len(score), "kept": kept, "dropped": counts}
     if cfg.by is None:
         out["cut"] = cut_value

@@ -42,10 +42,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
-from tasks.corpus.base import CorpusRuleConfig, RuleContext, split_by_shard
+from tasks.corpus.base import CorpusRuleConfig, RuleContext, read_keys, split_by_shard
 
 NAME = "quality_buckets"
 VERSION = 1
@@ -124,11 +123,10 @@ def integer_scores(score: np.ndarray, cuts: np.ndarray) -> np.ndarray:
 
 def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
            ) -> dict[str, Any]:
-    tables = [pq.read_table(f) for f in key_files]
-    n = sum(len(t) for t in tables)
-    if n == 0:
+    t = read_keys(key_files)
+    if t is None:
         return {"ranked": 0, "columns": {}, "buckets": {}, "null": 0}
-    t = pa.concat_tables(tables)
+    n = len(t)
     weight = t.column("weight").to_numpy()
     best = np.full(n, -1, np.int32)  # -1: no column scored the document
     argmax = np.full(n, -1, np.int32)

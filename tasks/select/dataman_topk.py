@@ -5,7 +5,9 @@ domain-stratified selection; ``top_k`` on ``dataman_score`` ranks all domains to
 Ranked: the documents that passed the document rules with a score (a null score is never
 dropped); a document without a domain is ranked with the others that lack one. In each
 domain, exactly ceil(k % of its ranked documents) are kept, ties broken by (shard, row).
-Recipe line (by import path):
+It is ``top_k`` with ``column: dataman_score, by: dataman_domain`` (the ranking is
+``tasks.corpus.top_k``'s) under its own name, drop reason and statistics. Recipe line (by
+import path):
 
     stages:
       filter:
@@ -14,17 +16,16 @@ Recipe line (by import path):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
-from tasks.corpus.base import CorpusRuleConfig, RuleContext, split_by_shard
+from tasks.corpus import top_k
+from tasks.corpus.base import CorpusRuleConfig, RuleContext, read_keys
 
 NAME = "dataman_topk"
 VERSION = 1
@@ -36,39 +37,28 @@ class Config(CorpusRuleConfig):
     percent: float = Field(gt=0, le=100, description="keep the top k % of each domain")
 
 
+def as_top_k(cfg: Config) -> top_k.Config:
+    return top_k.Config(column="dataman_score", percent=cfg.percent, by="dataman_domain")
+
+
 def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
          ctx: RuleContext) -> pa.Table:
     missing = [c for c in COLUMNS if c not in scored.column_names]
     if missing:
         raise ValueError(f"{NAME}: no column {missing}: run the dataman stage "
                          "(tasks.select.dataman_stage:DataMan) before the filter")
-    take = pa.array(np.asarray(rows, np.int64))
-    t = pa.table({"shard": pa.array(np.full(len(rows), shard, np.int32)),
-                  "row": take,
-                  "score": pc.cast(scored.column("dataman_score").take(take), pa.float64()),
-                  "domain": pc.fill_null(scored.column("dataman_domain").take(take), "")})
-    return t.filter(pc.is_valid(t.column("score")))
+    t = top_k.keys(scored, shard, rows, as_top_k(cfg), ctx)
+    # documents without a domain rank together: "(none)" in the statistics
+    return t.set_column(t.schema.get_field_index("group"), "group",
+                        pc.fill_null(t.column("group"), ""))
 
 
 def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
            ) -> dict[str, Any]:
-    tables = [pq.read_table(f) for f in key_files]
-    t = pa.concat_tables(tables) if tables else None
-    if t is None or not len(t):
+    t = read_keys(key_files)
+    if t is None:
         return {"ranked": 0, "kept": 0, "per_domain": {}, "dropped": {}}
-    score = t.column("score").to_numpy()
-    shard, row = t.column("shard").to_numpy(), t.column("row").to_numpy()
-    domain = np.asarray(t.column("domain").to_pylist(), dtype=object)
-    drop: list[np.ndarray] = []
-    per_domain: dict[str, dict[str, int]] = {}
-    for d in sorted(set(domain.tolist())):
-        idx = np.flatnonzero(domain == d)
-        order = idx[np.lexsort((row[idx], shard[idx], -score[idx]))]  # best first
-        keep_n = math.ceil(len(idx) * cfg.percent / 100)
-        drop.append(order[keep_n:])
-        per_domain[d or "(none)"] = {"ranked": int(len(idx)), "kept": int(keep_n)}
-    dropped_rows = np.sort(np.concatenate(drop)) if drop else np.zeros(0, np.int64)
-    dropped = t.select(["shard", "row"]).take(pa.array(dropped_rows, pa.int64()))
-    counts = split_by_shard(out_dir, dropped, rule=RULE)
-    return {"ranked": int(len(t)), "kept": int(len(t) - len(dropped_rows)),
-            "per_domain": per_domain, "dropped": counts}
+    s = top_k.cut_keys(t, out_dir, as_top_k(cfg), RULE)
+    return {"ranked": s["ranked"], "kept": s["kept"],
+            "per_domain": {d or "(none)": {"ranked": g["ranked"], "kept": g["kept"]}
+                           for d, g in s["groups"].items()}, "dropped": s["dropped"]}

@@ -21,19 +21,17 @@ documents that reach the decision, and a new budget or tau must not re-embed or 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from tasks.corpus.base import CorpusRuleConfig, RuleContext, split_by_shard
+from tasks.corpus.base import RuleContext, read_keys, split_by_shard
 from tasks.select.features import draws
-from tasks.select.quotas import allocate, coverage, softmax
+from tasks.select.quotas import BudgetConfig, allocate, coverage, softmax
 
 NAME = "density"
 VERSION = 1
@@ -41,29 +39,15 @@ RULE = "density.over_quota"
 COLUMNS: tuple[str, ...] = ("id", "cluster", "cluster_dist", "cluster_d_inter")
 
 
-class Config(CorpusRuleConfig):
-    percent: float | None = Field(None, gt=0, le=100, description="keep this % of the "
-                                  "documents in play")
-    k: int | None = Field(None, gt=0, description="or: keep this many documents")
+class Config(BudgetConfig):
+    RULE_NAME = NAME
+
     tau: float = Field(0.1, gt=0, description="softmax temperature of the cluster quotas: "
                        "small = the budget goes to the most complex clusters")
     within: Literal["hardest", "random"] = Field(
         "hardest", description="which documents a cluster keeps: the farthest from its "
         "centroid first, or a seeded random sample")
     seed: int = Field(0, description="the draws of within: random")
-    when: Literal["before", "after"] = Field(
-        "after", description="the population: documents that passed the document rules "
-        "(after) or every document (before)")
-
-    @model_validator(mode="after")
-    def _one_budget(self) -> Config:
-        if (self.percent is None) == (self.k is None):
-            raise ValueError("density needs exactly one of percent or k")
-        return self
-
-
-def budget(n: int, percent: float | None, k: int | None) -> int:
-    return min(n, k) if k is not None else math.ceil(n * (percent or 0) / 100)
 
 
 def cluster_quotas(d_intra: np.ndarray, d_inter: np.ndarray, sizes: np.ndarray, n_keep: int,
@@ -109,9 +93,8 @@ def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
 
 def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
            ) -> dict[str, Any]:
-    tables = [pq.read_table(f) for f in key_files]
-    t = pa.concat_tables(tables) if tables else None
-    if t is None or not len(t):
+    t = read_keys(key_files)
+    if t is None:
         return {"ranked": 0, "kept": 0, "dropped": {}, "clusters": []}
     cl = t.column("cluster").to_numpy()
     dist = t.column("dist").to_numpy()
@@ -119,7 +102,7 @@ def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
     d_intra = np.bincount(inv, weights=dist) / sizes
     d_inter = np.zeros(len(ids))
     d_inter[inv] = t.column("d_inter").to_numpy()
-    n_keep = budget(len(t), cfg.percent, cfg.k)
+    n_keep = cfg.budget(len(t))
     complexity, quota = cluster_quotas(d_intra, d_inter, sizes, n_keep, cfg.tau)
     rank_key = -dist if cfg.within == "hardest" else t.column("draw").to_numpy()
     tiebreak = t.column("shard").to_numpy().astype(np.int64) * (1 << 40) + \

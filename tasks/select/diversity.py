@@ -18,20 +18,18 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from tasks.corpus.base import CorpusRuleConfig, RuleContext, split_by_shard
+from tasks.corpus.base import RuleContext, read_keys, split_by_shard
 from tasks.select.density import pick
 from tasks.select.features import draws
-from tasks.select.quotas import allocate, coverage
+from tasks.select.quotas import BudgetConfig, allocate, coverage
 
 NAME = "diversity"
 VERSION = 1
@@ -71,23 +69,13 @@ def kcenter_ranks(x: np.ndarray, dist: np.ndarray) -> np.ndarray:
     return rank
 
 
-class Config(CorpusRuleConfig):
-    percent: float | None = Field(None, gt=0, le=100, description="keep this % of the "
-                                  "documents in play")
-    k: int | None = Field(None, gt=0, description="or: keep this many documents")
+class Config(BudgetConfig):
+    RULE_NAME = NAME
+
     order: Literal["kcenter", "random"] = Field(
         "kcenter", description="which documents a cluster keeps: the lowest kcenter_rank "
         "(k-center greedy) or a seeded random sample")
     seed: int = Field(0, description="the draws of order: random")
-    when: Literal["before", "after"] = Field(
-        "after", description="the population: documents that passed the document rules "
-        "(after) or every document (before)")
-
-    @model_validator(mode="after")
-    def _one_budget(self) -> Config:
-        if (self.percent is None) == (self.k is None):
-            raise ValueError("diversity needs exactly one of percent or k")
-        return self
 
 
 def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
@@ -109,15 +97,14 @@ def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
 
 def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
            ) -> dict[str, Any]:
-    tables = [pq.read_table(f) for f in key_files]
-    t = pa.concat_tables(tables) if tables else None
-    if t is None or not len(t):
+    key_col = "rank" if cfg.order == "kcenter" else "draw"
+    t = read_keys(key_files, ["shard", "row", "cluster", key_col])
+    if t is None:
         return {"ranked": 0, "kept": 0, "dropped": {}}
     cl = t.column("cluster").to_numpy()
     ids, inv, sizes = np.unique(cl, return_inverse=True, return_counts=True)
-    n_keep = min(len(t), cfg.k) if cfg.k is not None else math.ceil(len(t) * cfg.percent / 100)
-    quota = allocate(np.ones(len(ids)), sizes, n_keep)
-    key = t.column("rank" if cfg.order == "kcenter" else "draw").to_numpy()
+    quota = allocate(np.ones(len(ids)), sizes, cfg.budget(len(t)))
+    key = t.column(key_col).to_numpy()
     tiebreak = t.column("shard").to_numpy().astype(np.int64) * (1 << 40) + \
         t.column("row").to_numpy()
     keep = pick(cl, key, tiebreak, {int(c): int(q) for c, q in zip(ids, quota, strict=True)})

@@ -176,15 +176,46 @@ def train_supervised(lr: float, retries: int = 4, **kw: Any) -> tuple[Any, float
     raise AssertionError("unreachable")
 
 
-def train_model(shards: list[str], cfg: Any, work_dir: str, model_path: str) -> dict[str, Any]:
-    """Write the training file (positives, sampled negatives, shuffled), train, save the
-    model atomically at ``model_path``; returns what went in. ``cfg``: the stage's Config."""
-    fasttext_trainer()  # fails early if the installed package cannot train
+def scratch_dir(work_dir: str) -> Path:
+    """An empty ``work_dir`` for the training file; fails early if the installed package
+    cannot train."""
+    fasttext_trainer()
     work = Path(work_dir)
     shutil.rmtree(work, ignore_errors=True)  # an interrupted attempt's files
     work.mkdir(parents=True)
+    return work
+
+
+def train_on_file(labelled: Path, cfg: Any, model_path: str) -> dict[str, Any]:
+    """fastText on a file of labelled lines (in its own ``scratch_dir``): the lines shuffled
+    (seeded), trained with ``cfg``'s parameters (lr, dim, ws, epoch, min_count, word_ngrams,
+    bucket, loss, seed, threads), the model saved atomically at ``model_path``, the scratch
+    folder removed. Returns the training's seconds, precision on its own file, vocabulary
+    size (``words``), threads and learning rate."""
+    train_file = labelled.with_name("train.txt")
+    shuffle_lines(labelled, train_file, cfg.seed)
+    labelled.unlink()
+    threads = cfg.threads or len(os.sched_getaffinity(0))
+    t0 = time.perf_counter()
+    model, lr = train_supervised(
+        cfg.lr, input=str(train_file), dim=cfg.dim, ws=cfg.ws, epoch=cfg.epoch,
+        minCount=cfg.min_count, wordNgrams=cfg.word_ngrams, bucket=cfg.bucket, loss=cfg.loss,
+        thread=threads, seed=cfg.seed, verbose=0)
+    seconds = time.perf_counter() - t0
+    _, precision, _ = model.test(str(train_file))
+    tmp = Path(model_path).with_name(f".{Path(model_path).name}.tmp")
+    model.save_model(str(tmp))
+    replace_durably(tmp, Path(model_path))
+    shutil.rmtree(labelled.parent, ignore_errors=True)
+    return {"train_seconds": round(seconds, 2), "train_precision": round(float(precision), 4),
+            "words": len(model.words), "threads": threads, "lr": lr}
+
+
+def train_model(shards: list[str], cfg: Any, work_dir: str, model_path: str) -> dict[str, Any]:
+    """Write the training file (positives, sampled negatives), train, save the model
+    atomically at ``model_path``; returns what went in. ``cfg``: the stage's Config."""
+    staged = scratch_dir(work_dir) / "staged.txt"
     ref: Reference = cfg.reference
-    staged, train_file = work / "staged.txt", work / "train.txt"
     stats = ReadStats()
     with open(staged, "w", encoding="utf-8") as fh:
         if ref.source is not None:  # positives: a sample of that source's documents
@@ -200,23 +231,8 @@ def train_model(shards: list[str], cfg: Any, work_dir: str, model_path: str) -> 
         negatives = _write_pool_rows(fh, NEGATIVE, shards, rows)
     if negatives == 0:
         raise ValueError("dclm_fasttext: the pool has no document to sample negatives from")
-    shuffle_lines(staged, train_file, cfg.seed)
-    staged.unlink()
-    threads = cfg.threads or len(os.sched_getaffinity(0))
-    t0 = time.perf_counter()
-    model, lr = train_supervised(
-        cfg.lr, input=str(train_file), dim=cfg.dim, ws=cfg.ws, epoch=cfg.epoch,
-        minCount=cfg.min_count, wordNgrams=cfg.word_ngrams, bucket=cfg.bucket, loss=cfg.loss,
-        thread=threads, seed=cfg.seed, verbose=0)
-    seconds = time.perf_counter() - t0
-    n, precision, _ = model.test(str(train_file))
-    tmp = Path(model_path).with_name(f".{Path(model_path).name}.tmp")
-    model.save_model(str(tmp))
-    replace_durably(tmp, Path(model_path))
-    shutil.rmtree(work, ignore_errors=True)
     return {"positives": positives, "negatives": negatives, "reference_skipped": stats.skipped,
-            "train_seconds": round(seconds, 2), "train_precision": round(float(precision), 4),
-            "words": len(model.words), "threads": threads, "lr": lr}
+            **train_on_file(staged, cfg, model_path)}
 
 
 def score_shard(src: str, dst: str, model_path: str, column: str,

@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -46,7 +43,7 @@ from tasks.select import loss
 from tasks.select.features import draws
 from tasks.select.loss import ModelRef
 from tasks.stage import Executor, Manifest, Resources, RunInfo, Stage, Upstream
-from tasks.store import StageDir, atomic_write_json, merge_counts, replace_durably, shard_key
+from tasks.store import StageDir, atomic_write_json, merge_counts, shard_key
 
 COLUMN = "preselect_score"
 
@@ -159,12 +156,8 @@ def train_classifier(sample: str, labels: str, cfg: Config, work_dir: str, model
                      ) -> dict[str, Any]:
     """fastText on the sample's positives (DCLM's ``__label__hq``) and negatives
     (``__label__cc``), shuffled; the model saved atomically at ``model_path``."""
-    ftm.fasttext_trainer()  # fails early if the installed package cannot train
-    work = Path(work_dir)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    staged = ftm.scratch_dir(work_dir) / "staged.txt"
     lab = pq.read_table(labels, columns=["label"]).column("label").to_numpy()
-    staged, train_file = work / "staged.txt", work / "train.txt"
     counts = {1: 0, 0: 0}
     with open(staged, "w", encoding="utf-8") as fh:
         start = 0
@@ -179,22 +172,9 @@ def train_classifier(sample: str, labels: str, cfg: Config, work_dir: str, model
     if counts[1] == 0 or counts[0] == 0:
         raise ValueError(f"preselect: nothing to train on ({counts[1]} positives, "
                          f"{counts[0]} negatives); a larger sample is needed")
-    ftm.shuffle_lines(staged, train_file, cfg.seed)
-    staged.unlink()
-    threads = cfg.threads or len(os.sched_getaffinity(0))
-    t0 = time.perf_counter()
-    model, lr = ftm.train_supervised(
-        cfg.lr, input=str(train_file), dim=cfg.dim, ws=cfg.ws, epoch=cfg.epoch,
-        minCount=cfg.min_count, wordNgrams=cfg.word_ngrams, bucket=cfg.bucket, loss=cfg.loss,
-        thread=threads, seed=cfg.seed, verbose=0)
-    seconds = time.perf_counter() - t0
-    _, precision, _ = model.test(str(train_file))
-    tmp = Path(model_path).with_name(f".{Path(model_path).name}.tmp")
-    model.save_model(str(tmp))
-    replace_durably(tmp, Path(model_path))
-    shutil.rmtree(work, ignore_errors=True)
-    return {"positives": counts[1], "negatives": counts[0], "threads": threads, "lr": lr,
-            "train_seconds": round(seconds, 2), "train_precision": round(float(precision), 4)}
+    fit = ftm.train_on_file(staged, cfg, model_path)
+    del fit["words"]  # not part of this stage's training record
+    return {"positives": counts[1], "negatives": counts[0], **fit}
 
 
 class PreSelect(Stage):

@@ -1,13 +1,41 @@
 """Per-cluster quotas of a kept budget: proportional to weights, capped at each cluster's size.
 
 Shared by density-based pruning (weights = softmax(complexity / tau)) and cluster-balanced
-sampling (equal weights), and by the stats both report (cluster coverage before and after)."""
+sampling (equal weights): the budget both configs declare (``BudgetConfig``), the quotas and
+the stats both report (cluster coverage before and after)."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
+
+from tasks.corpus.base import CorpusRuleConfig
+
+
+class BudgetConfig(CorpusRuleConfig):
+    """A kept budget (``percent`` or ``k``) over a population (``when``)."""
+
+    RULE_NAME: ClassVar[str]  # names the rule in the one-budget error
+
+    percent: float | None = Field(None, gt=0, le=100, description="keep this % of the "
+                                  "documents in play")
+    k: int | None = Field(None, gt=0, description="or: keep this many documents")
+    when: Literal["before", "after"] = Field(
+        "after", description="the population: documents that passed the document rules "
+        "(after) or every document (before)")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> BudgetConfig:
+        if (self.percent is None) == (self.k is None):
+            raise ValueError(f"{self.RULE_NAME} needs exactly one of percent or k")
+        return self
+
+    def budget(self, n: int) -> int:
+        """How many of ``n`` documents in play are kept."""
+        return min(n, self.k) if self.k is not None else math.ceil(n * (self.percent or 0) / 100)
 
 
 def softmax(values: np.ndarray, tau: float) -> np.ndarray:

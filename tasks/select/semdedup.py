@@ -25,10 +25,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
-from tasks.corpus.base import CorpusRuleConfig, RuleContext, split_by_shard
+from tasks.corpus.base import CorpusRuleConfig, RuleContext, read_keys, split_by_shard
 from tasks.select.quotas import coverage
 
 NAME = "semdedup"
@@ -113,9 +112,8 @@ def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
 
 def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
            ) -> dict[str, Any]:
-    tables = [pq.read_table(f) for f in key_files]
-    t = pa.concat_tables(tables) if tables else None
-    if t is None or not len(t):
+    t = read_keys(key_files)
+    if t is None:
         return {"ranked": 0, "dropped": {}, "threshold": 1 - cfg.epsilon}
     drop = duplicates(t.column("sim").to_numpy(zero_copy_only=False), cfg.epsilon)
     cl = t.column("cluster").to_numpy()
