@@ -112,3 +112,14 @@ def test_stages_command_lists_the_contract(plugin_run: dict[str, Any]) -> None:
                  "evaluate"):
         assert f"\n{name} " in f"\n{out}", name
     assert "stages.filter" in out and "GPU when the cluster has one" in out
+
+
+def test_the_guide_shows_the_plugin_rule_as_it_is() -> None:
+    """docs/adding-a-stage.md's corpus-rule example is this package's file, word for word."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    guide = (root / "docs" / "adding-a-stage.md").read_text()
+    code = (root / "tests" / "plugins" / "acme_data" / "longest.py").read_text()
+    start = guide.index('"""A corpus rule: keep the longest')
+    assert guide[start:guide.index("```", start)] == code

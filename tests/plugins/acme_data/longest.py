@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import Field
 
-from tasks.corpus.base import CorpusRuleConfig, RuleContext, split_by_shard
+from tasks.corpus.base import CorpusRuleConfig, RuleContext, read_keys, split_by_shard
 
 NAME = "longest"
 VERSION = 1
@@ -32,7 +31,9 @@ def keys(scored: pa.Table, shard: int, rows: np.ndarray, cfg: Config,
 
 def decide(key_files: list[str], out_dir: Path, cfg: Config, ctx: RuleContext
            ) -> dict[str, Any]:
-    t = pa.concat_tables([pq.read_table(f) for f in key_files])
+    t = read_keys(key_files)
+    if t is None:  # no document reached the rule
+        return {"dropped": {}}
     order = np.lexsort((t.column("row").to_numpy(), t.column("shard").to_numpy(),
                         -t.column("words").to_numpy()))
     keep = math.ceil(len(t) * cfg.percent / 100)
