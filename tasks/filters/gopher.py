@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import functools
 import re
-import unicodedata
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -104,41 +103,15 @@ class Config(FilterConfig):
 # --------------------------------------------------------------------------- patterns
 
 
-def _ranges(categories: str, code_points: range) -> str:
-    """Regex class body (``a-b`` ranges) for the code points in ``code_points`` whose Unicode
-    category starts with one of ``categories``."""
-    spans: list[tuple[int, int]] = []
-    for cp in code_points:
-        if unicodedata.category(chr(cp))[0] in categories:
-            if spans and spans[-1][1] == cp - 1:
-                spans[-1] = (spans[-1][0], cp)
-            else:
-                spans.append((cp, cp))
-    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in spans)
-
-
-def _char_class(categories: str) -> str:
-    """A regex matching one character whose category starts with one of ``categories``.
-
-    ``re`` compiles a class that stays in the BMP to a bitmap, but one with astral code points to
-    a list of ranges scanned linearly (4x slower on ordinary text), so astral characters get
-    their own class behind a cheap guard. Planes 4-13 are unassigned and 15-16 are private use,
-    so they are skipped."""
-    bmp = _ranges(categories, range(0x10000))
-    astral = _ranges(categories, range(0x10000, 0x40000)) + _ranges(
-        categories, range(0xE0000, 0xE1000)
-    )
-    return f"(?:[{bmp}]|(?=[\\U00010000-\\U0010ffff])[{astral}])"
-
-
 @functools.cache
 def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(word-core pattern, letter pattern), built once on first use (~0.1 s)."""
-    word = _char_class("LNM")
+    """(word-core pattern, letter pattern), built once on first use from the Unicode classes
+    ``tasks/filters/text.py`` builds (shared with the other filters)."""
+    word = textlib.char_class(("L", "N", "M"))
     # A word core: from the first word character of a token to its last one, never crossing
     # whitespace. findall() over the text yields exactly one core per word, in order.
     core = re.compile(f"{word}(?:\\S*{word})?")
-    letter = re.compile(_char_class("L"))
+    letter = re.compile(textlib.char_class(("L",)))
     return core, letter
 
 

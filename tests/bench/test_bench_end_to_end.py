@@ -14,15 +14,24 @@ file per worker) and both pay for reading and parsing them:
 
 datatrove's time is the executors' wall time inside its subprocess (interpreter start and
 imports are printed apart). datamill's is printed twice: the wall time of ``run_recipe`` under
-``prefect_test_harness`` (Prefect flow and task runs, Dask ``LocalCluster`` start, catalog,
-report), and the sum of the stage seconds the catalog records. Each run gets a fresh cluster
-and a fresh data root (no cache). The test harness's start-up is not timed.
+``prefect_test_harness`` (Prefect flow and task runs, Dask ``LocalCluster`` start, contract
+gates, catalog, report), and the sum of the stage seconds the catalog records; per stage, the
+Dask cluster's start (inside the first stage that uses Dask) and the shards' CPU and wall
+seconds (their profiles in the manifests), and the run's time outside the stages (contract
+gates, report, the rest). Both sides' CPU seconds are printed too, since wall time on a
+shared machine says as much about the other jobs: datatrove's subprocess with its worker
+processes, datamill's flow process (the test process) with its Dask workers (the harness's
+Prefect API server is not counted). Each run gets a fresh cluster and a fresh data root (no
+cache). The test harness's start-up is not timed.
 
 Corpus: the filter benchmark's (``load_corpus``: ``make corpus``'s JSONL, else the sample x
 ``DATAMILL_BENCH_SCALE``) for the filters; the MinHash benchmark's planted near-duplicates
-(``DATAMILL_BENCH_SCALE`` x 1,000 base documents) for the dedup. Targets (>= 5x filters,
->= 10x MinHash) are printed PASS/MISS, never asserted; the test asserts only that both sides
-accounted for every document.
+(``DATAMILL_BENCH_SCALE`` x 1,000 base documents) for the dedup. The two halves are two tests
+(``-k filters``, ``-k minhash`` runs one). A third (``-k stage_code``) runs the filters half's
+stages alone: their ``run`` through the runner's ``Engines`` on a fresh cluster, no Prefect,
+contracts or report, ``REPEATS`` times, with the workers' CPU seconds per stage. Targets
+(>= 5x filters, >= 10x MinHash) are printed PASS/MISS, never asserted; the tests assert only
+that both sides accounted for every document.
 """
 
 from __future__ import annotations
@@ -30,9 +39,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +56,8 @@ FILES = 2
 WORKERS = 2
 FILTER_TARGET = 5.0
 MINHASH_TARGET = 10.0
+REPEATS = 3  # fresh clusters in the stage-code test
+SAMPLE_S = 0.05  # how often datatrove's processes' CPU times are read
 RULES = ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
 
 DATATROVE_SCRIPT = r'''
@@ -141,76 +154,176 @@ def write_jsonl(docs: list[dict[str, Any]], folder: Path, files: int = FILES) ->
     return size / 1e6
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children that have ended and been waited
+    for, their own waited-for children included."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_tree(cmd: list[str], env: dict[str, str], timeout: float = 3600) -> tuple[int, str, float]:
+    """Run ``cmd``; (exit code, stderr, CPU seconds of it and every process under it).
+
+    datatrove's workers are children of a forkserver that nobody waits for, so the rusage of
+    ended children misses them: every process of the tree is sampled instead (``SAMPLE_S``),
+    its last reading kept (each loses at most ``SAMPLE_S`` of CPU)."""
+    import psutil
+
+    last: dict[tuple[int, float], float] = {}
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        # stderr is read on a thread: a chatty child must not block on a full pipe
+        err: list[str] = []
+        reader = threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        top, t0 = psutil.Process(proc.pid), time.monotonic()
+        while proc.poll() is None:
+            try:
+                tree = [top, *top.children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            for p in tree:
+                try:
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        last[(p.pid, p.create_time())] = t.user + t.system
+                except psutil.Error:
+                    pass
+            if time.monotonic() - t0 > timeout:
+                proc.kill()
+            time.sleep(SAMPLE_S)
+        reader.join()
+    return proc.returncode, "".join(err), sum(last.values())
+
+
 def run_datatrove(mode: str, inp: Path, work: Path) -> dict[str, Any]:
     script = work / "dt_e2e.py"
     work.mkdir(parents=True, exist_ok=True)
     script.write_text(DATATROVE_SCRIPT, encoding="utf-8")
     env = {**os.environ, "LOGURU_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run([str(datatrove_python()), str(script), mode, str(inp), str(work),
-                           str(work / "dt.json"), str(FILES), str(WORKERS)],
-                          capture_output=True, text=True, env=env, timeout=3600)
+    code, err, cpu = run_tree([str(datatrove_python()), str(script), mode, str(inp), str(work),
+                               str(work / "dt.json"), str(FILES), str(WORKERS)], env)
     wall = time.perf_counter() - t0
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert code == 0, err[-4000:]
     out = json.loads((work / "dt.json").read_text(encoding="utf-8"))
     out["process_s"] = wall
+    out["cpu_s"] = cpu  # the subprocess and its worker processes
     return out
+
+
+def timed_parts(mp: pytest.MonkeyPatch) -> dict[str, float]:
+    """Wall seconds the run spends in the Dask cluster's start (inside the first stage that
+    uses Dask), the contract gates and the report: those functions wrapped (never changed)."""
+    import flows.pipeline as pipeline
+    from infra import dask as dask_engine
+
+    spent = {k: 0.0 for k in ("cluster start", "contracts", "contracts cpu", "report",
+                              "report cpu")}
+
+    def wrap(owner: Any, name: str, key: str, when: Callable[[], bool] = lambda: True) -> None:
+        fn = getattr(owner, name)
+
+        def call(*a: Any, **k: Any) -> Any:
+            t0, c0, counted = time.perf_counter(), time.process_time(), when()
+            try:
+                return fn(*a, **k)
+            finally:
+                if counted:
+                    spent[key] += time.perf_counter() - t0
+                    if f"{key} cpu" in spent:  # the flow process's, all its threads
+                        spent[f"{key} cpu"] += time.process_time() - c0
+        mp.setattr(owner, name, call)
+
+    wrap(dask_engine, "get_client", "cluster start", lambda: dask_engine._client is None)
+    wrap(pipeline, "contract_gate", "contracts")
+    wrap(pipeline, "_publish", "report")
+    return spent
 
 
 def run_datamill(inp: Path, work: Path, filter_cfg: dict[str, Any]) -> dict[str, Any]:
     """The real flow up to the filter, on a fresh 2-worker LocalCluster and data root."""
     from flows.pipeline import run_recipe
     from infra import dask as dask_engine
+    from tasks.profile import profile_rows
 
     recipe = {"name": f"e2e-{work.name}", "data_root": str(work / "root"),
               "input": {"paths": [str(inp / "*.jsonl")]},
               "stages": {"rewrite": None, "filter": filter_cfg}}
     path = work / "recipe.yaml"
     work.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    # in the recipe's order (datatrove's pipeline order): filters apply in it
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     dask_engine.shutdown()  # cluster start-up is part of every run's wall time
-    t0 = time.perf_counter()
-    summary = run_recipe(str(path), until="filter")
-    wall = time.perf_counter() - t0
-    dask_engine.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        timed = timed_parts(mp)
+        t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
+        summary = run_recipe(str(path), until="filter")
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        dask_engine.shutdown()  # the workers end: their CPU time reaches children_cpu()
+        workers_cpu = children_cpu() - k0
     assert summary["status"] == "completed", summary
     stages = {s["stage"]: s for s in summary["stages"]}
+    shards = {r["stage"]: r for r in profile_rows(summary["stages"])}
     return {"wall_s": wall, "stage_s": sum(float(s["seconds"] or 0) for s in stages.values()),
-            "stages": stages}
+            "stages": stages, "shards": shards, "flow_cpu_s": cpu, "workers_cpu_s": workers_cpu,
+            "timed": timed}
 
 
-@pytest.fixture()
-def harness(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("DATAMILL_DASK_WORKERS", str(WORKERS))
-    monkeypatch.setenv("DATAMILL_DASK_DASHBOARD", "127.0.0.1:0")  # 8787 may be taken
+@pytest.fixture(scope="module")
+def harness() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATAMILL_DASK_WORKERS", str(WORKERS))
+        mp.setenv("DATAMILL_DASK_DASHBOARD", "127.0.0.1:0")  # 8787 may be taken
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 def row(name: str, n: int, mb: float, seconds: float) -> list[str]:
     return [name, f"{seconds:.1f}", f"{n / seconds:,.0f}", f"{mb / seconds:.2f}"]
 
 
+def verdict(ratio: float, target: float) -> str:
+    return f"{ratio:.1f}x ({'PASS' if ratio >= target else 'MISS'})"
+
+
 def report(title: str, n: int, mb: float, dt: dict[str, Any], dm: dict[str, Any],
            target: float, table: Callable[..., str], extra: str) -> None:
     dt_s = sum(dt["seconds"])
-    ratio_wall, ratio_stage = dt_s / dm["wall_s"], dt_s / dm["stage_s"]
+    dm_cpu = dm["flow_cpu_s"] + dm["workers_cpu_s"]
     print(f"\n--- {title}: {n:,} docs, {mb:.1f} MB of JSONL in {FILES} files ---")
     print(table(["side", "seconds", "docs/s", "MB/s"], [
         row("datatrove, executors' wall", n, mb, dt_s),
         row("datamill, run_recipe wall (Prefect + Dask start)", n, mb, dm["wall_s"]),
         row("datamill, sum of stage seconds", n, mb, dm["stage_s"]),
+        row("datatrove, CPU s (subprocess + its workers)", n, mb, dt["cpu_s"]),
+        row("datamill, CPU s (flow process + Dask workers)", n, mb, dm_cpu),
     ]))
-    per_stage = ", ".join(f"{k} {float(s['seconds'] or 0):.1f}s" for k, s in dm["stages"].items())
-    print(f"datamill stages: {per_stage}; datatrove: "
-          f"{', '.join(f'{s:.1f}s' for s in dt['seconds'])} (+ imports {dt['import_s']:.1f}s, "
-          f"whole subprocess {dt['process_s']:.1f}s)")
+    cluster = dm["timed"]["cluster start"]
+    per_stage = []
+    for k, s in dm["stages"].items():
+        parts = [f"Dask cluster start {cluster:.1f}s"] if k == "ingest" and cluster else []
+        if sh := dm["shards"].get(k):
+            parts.append(f"shards: CPU {sh['cpu_s']:.1f}s, wall {sh['wall_s']:.1f}s")
+        per_stage.append(f"{k} {float(s['seconds'] or 0):.1f}s"
+                         + (f" ({'; '.join(parts)})" if parts else ""))
+    rest = dm["wall_s"] - dm["stage_s"] - dm["timed"]["contracts"] - dm["timed"]["report"]
+    print(f"datamill stages: {', '.join(per_stage)}")
+    t = dm["timed"]
+    print(f"datamill outside the stages: contract gates {t['contracts']:.1f}s (CPU "
+          f"{t['contracts cpu']:.1f}s), report {t['report']:.1f}s (CPU {t['report cpu']:.1f}s), "
+          f"the rest (Prefect flow and task runs, catalog) "
+          f"{rest:.1f}s; CPU: flow process {dm['flow_cpu_s']:.1f}s, Dask workers "
+          f"{dm['workers_cpu_s']:.1f}s (the test harness's Prefect API server not counted)")
+    print(f"datatrove: {', '.join(f'{s:.1f}s' for s in dt['seconds'])} (+ imports "
+          f"{dt['import_s']:.1f}s, whole subprocess {dt['process_s']:.1f}s)")
     print(extra)
-    print(f"ratio datamill/datatrove: {ratio_wall:.1f}x on run_recipe wall "
-          f"({'PASS' if ratio_wall >= target else 'MISS'}), {ratio_stage:.1f}x on stage seconds "
-          f"({'PASS' if ratio_stage >= target else 'MISS'}); target >= {target:g}x")
+    print(f"ratio datamill/datatrove: {verdict(dt_s / dm['wall_s'], target)} on run_recipe wall, "
+          f"{verdict(dt_s / dm['stage_s'], target)} on stage seconds "
+          f"({dt_s / (dm['stage_s'] - cluster):.1f}x less the cluster start), "
+          f"{dt['cpu_s'] / dm_cpu:.1f}x on CPU seconds; target >= {target:g}x")
 
 
 def accounted(dm: dict[str, Any], n: int) -> dict[str, Any]:
@@ -220,13 +333,20 @@ def accounted(dm: dict[str, Any], n: int) -> dict[str, Any]:
     return flt
 
 
-def test_end_to_end_vs_datatrove(tmp_path: Path, bench_scale: int, harness: None,
-                                 table: Callable[..., str]) -> None:
+def header(what: str, versus: str = "datamill vs datatrove 0.10.1") -> None:
     load = os.getloadavg()
-    print(f"\n\n=== end to end, ingest included: datamill vs datatrove 0.10.1, "
-          f"{WORKERS} workers each ===\nmachine: {machine()}; load average before "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"\n\n=== end to end, ingest included ({what}): {versus}, {WORKERS} workers each ===\n"
+          f"machine: {machine()}; load average before {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
+
+def footer() -> None:
+    load = os.getloadavg()
+    print(f"load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def test_end_to_end_filters_vs_datatrove(tmp_path: Path, bench_scale: int, harness: None,
+                                         table: Callable[..., str]) -> None:
+    header("the four rule sets")
     docs, label = load_corpus(bench_scale)
     n = len(docs)
     mb = write_jsonl(docs, tmp_path / "filters_in")
@@ -238,7 +358,12 @@ def test_end_to_end_vs_datatrove(tmp_path: Path, bench_scale: int, harness: None
     report(f"filters ({label})", n, mb, dt, dm, FILTER_TARGET, table,
            f"kept: datamill {flt['docs_kept']:,}, datatrove {len(dt['kept']):,} "
            f"(datamill's ingest drops {n - dm['stages']['ingest']['docs_kept']:,} first)")
+    footer()
 
+
+def test_end_to_end_minhash_vs_datatrove(tmp_path: Path, bench_scale: int, harness: None,
+                                         table: Callable[..., str]) -> None:
+    header("MinHash dedup")
     mdocs, pairs = planted_corpus(1000 * bench_scale)
     mn = len(mdocs)
     mmb = write_jsonl(mdocs, tmp_path / "minhash_in")
@@ -250,5 +375,64 @@ def test_end_to_end_vs_datatrove(tmp_path: Path, bench_scale: int, harness: None
     report(f"MinHash dedup (planted: {mn - len(pairs):,} base + {len(pairs):,} variants)",
            mn, mmb, mdt, mdm, MINHASH_TARGET, table,
            f"removed: datamill {mflt['docs_rejected']:,}, datatrove {len(mdt['removed']):,}")
-    load = os.getloadavg()
-    print(f"load average after {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    footer()
+
+
+def run_stage_code(inp: Path, root: Path) -> list[list[str]]:
+    """ingest, score and filter (the four rule sets) through the stages' own ``run`` and the
+    runner's ``Engines`` on a fresh LocalCluster, without Prefect, contracts or report: per
+    stage, its wall seconds, the workers' CPU seconds (imports and first use included) and
+    the CPU seconds inside its shards."""
+    from flows.runner import Engines
+    from infra import dask as dask_engine
+    from tasks.recipe import parse_recipe
+    from tasks.stage import Manifest, RunInfo, Upstream
+    from tasks.stages.filter import Filter, Score
+    from tasks.stages.ingest import Ingest
+    from tasks.store import StageDir
+
+    recipe = parse_recipe({"name": "stages", "input": {"paths": [str(inp / "*.jsonl")]},
+                           "stages": {"rewrite": None, "filter": {
+                               "filters": {r: {} for r in RULES}, "exact_dedup": None,
+                               "minhash_dedup": None}}})
+    run, up = RunInfo("bench", recipe, root, None), Upstream()
+    dask_engine.shutdown()
+    t0 = time.perf_counter()
+    client = dask_engine.get_client()
+    rows = [["Dask cluster start", f"{time.perf_counter() - t0:.2f}", "", ""]]
+    before = client.run(time.process_time)
+    for stage in (Ingest(), Score(), Filter()):
+        out, ex = StageDir(root, stage.name, "bench"), Engines(stage.resources)
+        out.path.mkdir(parents=True)
+        t0 = time.perf_counter()
+        m = Manifest.from_dict({"stage": stage.name, "version": "bench",
+                                **stage.run(run, up, out, ex)})
+        wall = time.perf_counter() - t0
+        now = client.run(time.process_time)
+        assert m.docs_in == m.docs_kept + m.docs_rejected, m
+        up.add(m, True)
+        rows.append([stage.name, f"{wall:.2f}", f"{sum(now[w] - before[w] for w in now):.2f}",
+                     f"{sum(p.get('cpu_s', 0) for p in ex.profiles):.2f}"])
+        before = now
+    dask_engine.shutdown()
+    return rows
+
+
+def test_end_to_end_stage_code_on_a_fresh_cluster(tmp_path: Path, bench_scale: int,
+                                                  table: Callable[..., str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage code alone, ``REPEATS`` times, each on a fresh cluster and data root: what
+    the filters half's stages cost without the flow around them (``-k stage_code``)."""
+    header("the stage code alone", "datamill without Prefect")
+    monkeypatch.setenv("DATAMILL_DASK_WORKERS", str(WORKERS))
+    monkeypatch.setenv("DATAMILL_DASK_DASHBOARD", "127.0.0.1:0")
+    docs, label = load_corpus(bench_scale)
+    mb = write_jsonl(docs, tmp_path / "in")
+    print(f"{label}: {len(docs):,} docs, {mb:.1f} MB of JSONL in {FILES} files")
+    for rep in range(REPEATS):
+        rows = run_stage_code(tmp_path / "in", tmp_path / f"root{rep}")
+        print(table(["step", "wall s", "workers' CPU s", "CPU s in shards"], rows))
+        wall = sum(float(r[1]) for r in rows[1:])
+        print(f"ingest + score + filter: {wall:.2f} s wall, {len(docs) / wall:,.0f} docs/s, "
+              f"{mb / wall:.2f} MB/s")
+    footer()
