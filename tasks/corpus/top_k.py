@@ -86,12 +86,7 @@ def cut_keys(t: pa.Table, out_dir: Path, cfg: Config, rule: str) -> dict[str, An
     if not cfg.higher_is_better:
         score = -score
     shard, row = t.column("shard").to_numpy(), t.column("row").to_numpy()
-    if cfg.by is None:
-        groups = {None: np.arange(len(score))}
-    else:
-        values = np.asarray(t.column("group").to_pylist(), dtype=object)
-        groups = {g: np.flatnonzero(values == g)
-                  for g in sorted(set(values.tolist()), key=lambda v: (v is None, v))}
+    groups = {None: np.arange(len(score))} if cfg.by is None else _groups(t.column("group"))
     drops, per_group = [], {}
     kept = 0
     cut_value: float | None = None
@@ -112,6 +107,19 @@ def cut_keys(t: pa.Table, out_dir: Path, cfg: Config, rule: str) -> dict[str, An
     else:
         out["by"], out["groups"] = cfg.by, per_group
     return out
+
+
+def _groups(values: pa.ChunkedArray) -> dict[str | None, np.ndarray]:
+    """Each value's positions (ascending), values sorted with null last: one sort of the
+    dictionary codes, not a pass over the rows per group."""
+    enc = pc.dictionary_encode(values).combine_chunks()
+    names: list[str | None] = [*enc.dictionary.to_pylist(), None]
+    codes = pc.fill_null(enc.indices, len(names) - 1).to_numpy()
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    found = {names[c]: order[bounds[c]:bounds[c + 1]] for c in range(len(names))
+             if bounds[c] < bounds[c + 1]}
+    return {g: found[g] for g in sorted(found, key=lambda v: (v is None, v))}
 
 
 def _cut(score: np.ndarray, shard: np.ndarray, row: np.ndarray, cfg: Config

@@ -31,11 +31,6 @@ def score_order(scores: np.ndarray, ascending: bool) -> np.ndarray:
 def fixed_orders(order: OrderConfig, data: PackedSequences, meta: dict[str, Any],
                  pools: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each of this run's pools in curriculum order (positions into the pool's rows)."""
-    if meta.get("row_score") != order.by:
-        have = meta.get("row_score")
-        raise ValueError(f"order by {order.by!r}: the data was tokenized "
-                         + (f"with row scores of {have!r}" if have else "without row scores")
-                         + "; the tokenize stage writes them when train.order.by is set")
-    scores = data.row_scores()
+    scores = data.scores_of(meta, order.by, "order")
     return {name: score_order(scores[rows], order.ascending)
             for name, rows in pools.items() if name != REPLAY}

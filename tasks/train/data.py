@@ -79,6 +79,16 @@ class PackedSequences:
         """Per global row its score (float32, NaN where none)."""
         return np.concatenate(self.scores).astype(np.float32, copy=False)
 
+    def scores_of(self, meta: dict[str, Any], column: str, setting: str) -> np.ndarray:
+        """``row_scores``, after checking tokenize carried ``column`` (``train.<setting>.by``:
+        order or stability)."""
+        if meta.get("row_score") != column:
+            have = meta.get("row_score")
+            raise ValueError(f"{setting} by {column!r}: the data was tokenized "
+                             + (f"with row scores of {have!r}" if have else "without row scores")
+                             + f"; the tokenize stage writes them when train.{setting}.by is set")
+        return self.row_scores()
+
     def __len__(self) -> int:
         return int(self.starts[-1])
 

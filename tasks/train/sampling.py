@@ -77,8 +77,8 @@ def prepare(config: TrainConfig, data_dir: Path, meta: dict[str, Any],
     requested = config.total_steps(data.seq_len)
     share = config.replay if replay_dir is not None else 0.0
     subset = None
-    if config.stability is not None and config.stability.by is not None:
-        # the stability gap's top rows by score are the new data's one pool
+    if config.selects_subset():  # the stability gap's top rows by score: the new data's pool
+        assert config.stability is not None
         pools["train"], subset = select_subset(config.stability, config, data, meta,
                                                pools["train"], requested, share)
     names = list(pools)

@@ -51,12 +51,8 @@ def select_subset(st: StabilityConfig, config: TrainConfig, data: PackedSequence
                   meta: dict[str, Any], rows: np.ndarray, steps: int, replay_share: float
                   ) -> tuple[np.ndarray, dict[str, Any]]:
     """The new data's rows to train on (global indices) and the record of the choice."""
-    if meta.get("row_score") != st.by:
-        have = meta.get("row_score")
-        raise ValueError(f"stability by {st.by!r}: the data was tokenized "
-                         + (f"with row scores of {have!r}" if have else "without row scores")
-                         + "; the tokenize stage writes them when train.stability.by is set")
-    scores = data.row_scores()
+    assert st.by is not None  # only a subset-selecting stability gets here
+    scores = data.scores_of(meta, st.by, "stability")
     scored = int((~np.isnan(scores[rows])).sum())
     if scored == 0:
         raise ValueError(f"stability by {st.by!r}: no training row has a score")
