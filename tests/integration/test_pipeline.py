@@ -160,9 +160,9 @@ def test_report_and_prefect_artifacts(first_run: dict[str, Any]) -> None:
     keys = {a.key for a in arts}
     assert {"datamill-funnel", "datamill-report", "datamill-eval", "datamill-loss",
             "datamill-rejections"} <= keys
-    funnel = next(a for a in arts if a.key == "datamill-funnel")
-    assert "filter" in str(funnel.data)
-    # other tests' runs share this Prefect server: look for this run's table among them
+    # other tests' runs share this Prefect server (some stop before the filter): look for
+    # this run's tables among them
+    assert any("filter" in str(a.data) for a in arts if a.key == "datamill-funnel")
     assert any("exact_dedup.duplicate" in str(a.data) for a in arts
                if a.key == "datamill-rejections")
     # the flow run in the UI carries the datamill run id as its name
