@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
 
 from flows.contracts import contract_gate
 from flows.runner import AccountingError, RunContext, run_stage
@@ -23,6 +24,7 @@ from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
 from tasks import report
 from tasks.catalog import Catalog
+from tasks.contracts import ContractError
 from tasks.recipe import Recipe, load_recipe
 from tasks.remote import Mirror
 from tasks.stage import Upstream
@@ -36,9 +38,31 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def _publish(ctx: RunContext, status: str) -> str:
+def _draw_beside(ctx: RunContext) -> Callable[[], dict[str, Any] | None]:
+    """Start the report's figures and gallery (seconds of matplotlib) on a Dask worker, when
+    this process still has a cluster, so they are drawn while this process waits on the last
+    contract gate; returns the join (None: _publish draws them here, as without a cluster)."""
+    from infra import dask as dask_engine
+
+    if not dask_engine.started():
+        return lambda: None
+    fut = dask_engine.get_client().submit(report.compute_extras, ctx.catalog.show(ctx.run_id),
+                                          pure=False)
+
+    def join() -> dict[str, Any] | None:
+        try:
+            return fut.result()  # type: ignore[no-any-return]
+        except Exception as e:  # noqa: BLE001 - a lost worker: drawn in this process
+            get_run_logger().warning("report figures on Dask failed (%r): drawn here", e)
+            return None
+    return join
+
+
+def _publish(ctx: RunContext, status: str, extras: dict[str, Any] | None = None) -> str:
     run = ctx.catalog.show(ctx.run_id)
     run["status"] = status
+    if extras is not None:
+        run["_extras"] = extras
     path = ctx.data_root / "runs" / ctx.run_id / "report.html"
     report.write_html(run, path)
     create_table_artifact(key="datamill-funnel", table=report.funnel_rows(run),
@@ -78,29 +102,53 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
     return execute(load_recipe(recipe_path), recipe_path, until, data_root, run_id)
 
 
-def run_stages(ctx: RunContext, until: str | None) -> Upstream:
-    """The recipe's stages in order, each group's output gated by its data contract."""
+def run_stages(ctx: RunContext, until: str | None,
+               beside_last_gate: Callable[[], Any] | None = None) -> Upstream:
+    """The recipe's stages in order, each group's output gated by its data contract.
+
+    A gate runs beside the stages after it (its checks are seconds of this process while the
+    Dask workers would idle); the next gate and the end of the stages wait for it, so a broken
+    contract fails the run before training, and before a later gate's output is trusted.
+    ``beside_last_gate()`` is called once the stages are done, before waiting on the last gate.
+    """
     stages = build(ctx.recipe)
     names = list(dict.fromkeys(s.until_name() for s in stages))
     up = Upstream()
     last = until or names[-1]
-    for i, stage in enumerate(stages):
-        group = stage.until_name()
-        if stage.enabled(ctx.info, up):  # type: ignore[arg-type]
-            for m in run_stage(ctx, stage, up):
-                up.add(m, docs=stage.produces_docs)
-        if stage.name == "ingest" and ctx.recipe.stages.ingest.incremental \
-                and up.get("ingest").docs_in == 0:
-            get_run_logger().info("nothing to do: no new input files for recipe %s",
-                                  ctx.recipe.name)
-            last = group
-        # a group's gate and --until act where the group ends, even if its last stage is off
-        group_ends = i + 1 == len(stages) or stages[i + 1].until_name() != group
-        if group_ends and group in GATED:
-            gated = up.get("tokenize") if group == "tokenize" else up.docs
-            contract_gate(ctx, gated.to_dict())  # a broken contract fails the run here
-        if group_ends and group == last:
-            break
+    gate: PrefectFuture[Any] | None = None
+    try:
+        for i, stage in enumerate(stages):
+            group = stage.until_name()
+            if stage.enabled(ctx.info, up):  # type: ignore[arg-type]
+                for m in run_stage(ctx, stage, up):
+                    up.add(m, docs=stage.produces_docs)
+            if stage.name == "ingest" and ctx.recipe.stages.ingest.incremental \
+                    and up.get("ingest").docs_in == 0:
+                get_run_logger().info("nothing to do: no new input files for recipe %s",
+                                      ctx.recipe.name)
+                last = group
+            # a group's gate and --until act where the group ends, even if its last stage is off
+            group_ends = i + 1 == len(stages) or stages[i + 1].until_name() != group
+            if group_ends and group in GATED:
+                gated = up.get("tokenize") if group == "tokenize" else up.docs
+                if gate is not None:
+                    gate.result()  # a broken contract fails the run here
+                gate = contract_gate.submit(ctx, gated.to_dict())
+            if group_ends and group == last:
+                break
+        if beside_last_gate is not None:
+            beside_last_gate()
+        if gate is not None:
+            gate.result()
+    except BaseException:
+        # a stage failed while a gate ran: the gate's verdict first (a broken contract is the
+        # likelier cause); nothing is left running
+        if gate is not None:
+            gate.wait()
+            broken = gate.state.result(raise_on_failure=False)
+            if isinstance(broken, ContractError):
+                raise broken  # noqa: B904 - the stage's error stays as its context
+        raise
     return up
 
 
@@ -127,10 +175,11 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
         log.info("data root %s: %d files pulled", mirror.url, mirror.pull())
     ctx.catalog.start_run(ctx.run_id, recipe.name, ctx.recipe_path, recipe.model_dump())
     try:
-        run_stages(ctx, until)
+        drawn: list[Callable[[], dict[str, Any] | None]] = []
+        run_stages(ctx, until, beside_last_gate=lambda: drawn.append(_draw_beside(ctx)))
         if after is not None:
             after(ctx)
-        path = _publish(ctx, "completed")
+        path = _publish(ctx, "completed", drawn[0]() if drawn else None)
         ctx.catalog.complete_run(ctx.run_id, path, ctx.info.deferred)  # type: ignore[union-attr]
     except BaseException as e:
         ctx.catalog.finish_run(ctx.run_id, "failed", error=f"{type(e).__name__}: {e}")

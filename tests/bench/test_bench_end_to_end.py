@@ -214,30 +214,39 @@ def run_datatrove(mode: str, inp: Path, work: Path) -> dict[str, Any]:
 
 def timed_parts(mp: pytest.MonkeyPatch) -> dict[str, float]:
     """Wall seconds the run spends in the Dask cluster's start (inside the first stage that
-    uses Dask), the contract gates and the report: those functions wrapped (never changed)."""
+    uses Dask), the contract gates' checks (in their own thread, beside the stages after them;
+    CPU of that thread), waiting for a gate, and the report: those functions wrapped (never
+    changed)."""
+    from prefect.futures import PrefectConcurrentFuture
+
+    import flows.contracts as contracts
     import flows.pipeline as pipeline
     from infra import dask as dask_engine
 
-    spent = {k: 0.0 for k in ("cluster start", "contracts", "contracts cpu", "report",
-                              "report cpu")}
+    spent = {k: 0.0 for k in ("cluster start", "contracts", "contracts cpu", "gate wait",
+                              "report", "report cpu")}
 
-    def wrap(owner: Any, name: str, key: str, when: Callable[[], bool] = lambda: True) -> None:
+    def wrap(owner: Any, name: str, key: str, when: Callable[[], bool] = lambda: True,
+             clock: Callable[[], float] = time.process_time) -> None:
         fn = getattr(owner, name)
 
         def call(*a: Any, **k: Any) -> Any:
-            t0, c0, counted = time.perf_counter(), time.process_time(), when()
+            t0, c0, counted = time.perf_counter(), clock(), when()
             try:
                 return fn(*a, **k)
             finally:
                 if counted:
                     spent[key] += time.perf_counter() - t0
-                    if f"{key} cpu" in spent:  # the flow process's, all its threads
-                        spent[f"{key} cpu"] += time.process_time() - c0
+                    if f"{key} cpu" in spent:
+                        spent[f"{key} cpu"] += clock() - c0
         mp.setattr(owner, name, call)
 
     wrap(dask_engine, "get_client", "cluster start", lambda: dask_engine._client is None)
-    wrap(pipeline, "contract_gate", "contracts")
-    wrap(pipeline, "_publish", "report")
+    # the gates run on a thread of the flow process: that thread's CPU
+    wrap(contracts, "check_documents", "contracts", clock=time.thread_time)
+    wrap(contracts, "check_tokens", "contracts", clock=time.thread_time)
+    wrap(PrefectConcurrentFuture, "result", "gate wait")
+    wrap(pipeline, "_publish", "report")  # the flow process's, all its threads
     return spent
 
 
@@ -309,14 +318,15 @@ def report(title: str, n: int, mb: float, dt: dict[str, Any], dm: dict[str, Any]
             parts.append(f"shards: CPU {sh['cpu_s']:.1f}s, wall {sh['wall_s']:.1f}s")
         per_stage.append(f"{k} {float(s['seconds'] or 0):.1f}s"
                          + (f" ({'; '.join(parts)})" if parts else ""))
-    rest = dm["wall_s"] - dm["stage_s"] - dm["timed"]["contracts"] - dm["timed"]["report"]
-    print(f"datamill stages: {', '.join(per_stage)}")
     t = dm["timed"]
+    rest = dm["wall_s"] - dm["stage_s"] - t["gate wait"] - t["report"]
+    print(f"datamill stages: {', '.join(per_stage)}")
     print(f"datamill outside the stages: contract gates {t['contracts']:.1f}s (CPU "
-          f"{t['contracts cpu']:.1f}s), report {t['report']:.1f}s (CPU {t['report cpu']:.1f}s), "
-          f"the rest (Prefect flow and task runs, catalog) "
-          f"{rest:.1f}s; CPU: flow process {dm['flow_cpu_s']:.1f}s, Dask workers "
-          f"{dm['workers_cpu_s']:.1f}s (the test harness's Prefect API server not counted)")
+          f"{t['contracts cpu']:.1f}s; beside the stages, waited for {t['gate wait']:.1f}s), "
+          f"report {t['report']:.1f}s (CPU in the flow process {t['report cpu']:.1f}s; figures "
+          f"on a Dask worker), the rest (Prefect flow and task runs, catalog) {rest:.1f}s; "
+          f"CPU: flow process {dm['flow_cpu_s']:.1f}s, Dask workers {dm['workers_cpu_s']:.1f}s "
+          f"(the test harness's Prefect API server not counted)")
     print(f"datatrove: {', '.join(f'{s:.1f}s' for s in dt['seconds'])} (+ imports "
           f"{dt['import_s']:.1f}s, whole subprocess {dt['process_s']:.1f}s)")
     print(extra)

@@ -109,3 +109,22 @@ def test_token_ids_below_vocab(tmp_path: Path) -> None:
     assert broken(rep) == {("expect_column_values_to_be_between", "max_token_id"): 2}
     rep = check_tokens(_token_dir(tmp_path / "c", rows, vocab=40, n_seq=7))
     assert broken(rep) == {("expect_table_row_count_to_equal", None): 5}
+
+
+@pytest.mark.parametrize("batch_rows", [4, 6, 250_000])
+def test_batches_count_as_shards_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    batch_rows: int) -> None:
+    """Shards validated in batches (several per GX call, or split over calls) give the counts
+    shard-by-shard checks give: a column one shard lacks is missing for that shard's rows only,
+    and ids repeated across batches are still caught."""
+    import tasks.contracts as contracts
+
+    monkeypatch.setattr(contracts, "BATCH_ROWS", batch_rows)
+    shards = write(tmp_path, docs(text=["ok", None, "ok", "ok", "ok", "ok"]),
+                   docs(id=[f"e{i}" for i in range(6)]).drop_columns(["source"]),
+                   docs(id=["d0", "x1", "x2", "x3", "x4", "x5"]))
+    rep = check_documents("filter", shards)
+    assert rep.rows == 18 and rep.files == 3
+    assert broken(rep) == {("expect_column_values_to_not_be_null", "text"): 1,
+                           ("expect_column_to_exist", "source"): 6,
+                           ("expect_column_values_to_be_unique", "id"): 2}
