@@ -38,31 +38,9 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def _draw_beside(ctx: RunContext) -> Callable[[], dict[str, Any] | None]:
-    """Start the report's figures and gallery (seconds of matplotlib) on a Dask worker, when
-    this process still has a cluster, so they are drawn while this process waits on the last
-    contract gate; returns the join (None: _publish draws them here, as without a cluster)."""
-    from infra import dask as dask_engine
-
-    if not dask_engine.started():
-        return lambda: None
-    fut = dask_engine.get_client().submit(report.compute_extras, ctx.catalog.show(ctx.run_id),
-                                          pure=False)
-
-    def join() -> dict[str, Any] | None:
-        try:
-            return fut.result()  # type: ignore[no-any-return]
-        except Exception as e:  # noqa: BLE001 - a lost worker: drawn in this process
-            get_run_logger().warning("report figures on Dask failed (%r): drawn here", e)
-            return None
-    return join
-
-
-def _publish(ctx: RunContext, status: str, extras: dict[str, Any] | None = None) -> str:
+def _publish(ctx: RunContext, status: str) -> str:
     run = ctx.catalog.show(ctx.run_id)
     run["status"] = status
-    if extras is not None:
-        run["_extras"] = extras
     path = ctx.data_root / "runs" / ctx.run_id / "report.html"
     report.write_html(run, path)
     create_table_artifact(key="datamill-funnel", table=report.funnel_rows(run),
@@ -102,15 +80,12 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
     return execute(load_recipe(recipe_path), recipe_path, until, data_root, run_id)
 
 
-def run_stages(ctx: RunContext, until: str | None,
-               beside_last_gate: Callable[[], Any] | None = None) -> Upstream:
+def run_stages(ctx: RunContext, until: str | None) -> Upstream:
     """The recipe's stages in order, each group's output gated by its data contract.
 
     A gate runs beside the stages after it (its checks are seconds of this process while the
     Dask workers would idle); the next gate and the end of the stages wait for it, so a broken
-    contract fails the run before training, and before a later gate's output is trusted.
-    ``beside_last_gate()`` is called once the stages are done, before waiting on the last gate.
-    """
+    contract fails the run before training, and before a later gate's output is trusted."""
     stages = build(ctx.recipe)
     names = list(dict.fromkeys(s.until_name() for s in stages))
     up = Upstream()
@@ -136,8 +111,6 @@ def run_stages(ctx: RunContext, until: str | None,
                 gate = contract_gate.submit(ctx, gated.to_dict())
             if group_ends and group == last:
                 break
-        if beside_last_gate is not None:
-            beside_last_gate()
         if gate is not None:
             gate.result()
     except BaseException:
@@ -175,11 +148,10 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
         log.info("data root %s: %d files pulled", mirror.url, mirror.pull())
     ctx.catalog.start_run(ctx.run_id, recipe.name, ctx.recipe_path, recipe.model_dump())
     try:
-        drawn: list[Callable[[], dict[str, Any] | None]] = []
-        run_stages(ctx, until, beside_last_gate=lambda: drawn.append(_draw_beside(ctx)))
+        run_stages(ctx, until)
         if after is not None:
             after(ctx)
-        path = _publish(ctx, "completed", drawn[0]() if drawn else None)
+        path = _publish(ctx, "completed")
         ctx.catalog.complete_run(ctx.run_id, path, ctx.info.deferred)  # type: ignore[union-attr]
     except BaseException as e:
         ctx.catalog.finish_run(ctx.run_id, "failed", error=f"{type(e).__name__}: {e}")

@@ -43,11 +43,6 @@ def get_client() -> Any:
     return _client
 
 
-def started() -> bool:
-    """Whether this process holds a client (a cluster started or joined, not released)."""
-    return _client is not None
-
-
 def dashboard_link() -> str | None:
     return getattr(_client, "dashboard_link", None) if _client is not None else None
 

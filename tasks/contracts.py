@@ -22,6 +22,7 @@ No Prefect here: the flow turns a failed report into a failed run (flows/contrac
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -115,11 +116,14 @@ class _GX:
                           .add_dataframe_asset("frame")
                           .add_batch_definition_whole_dataframe("whole"))
 
+    _lock = threading.Lock()
+
     @classmethod
     def get(cls) -> _GX:
-        if cls._inst is None:
-            cls._inst = _GX()
-        return cls._inst
+        with cls._lock:
+            if cls._inst is None:
+                cls._inst = _GX()
+            return cls._inst
 
     def validate(self, name: str, frame: Any, expectations: list[Any]) -> list[Check]:
         suite = self.gx.ExpectationSuite(name=name, expectations=expectations)

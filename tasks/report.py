@@ -140,17 +140,10 @@ GALLERY_NOTE = ("Per rule, documents it dropped first (a seeded random sample) w
 
 def extras(run: dict[str, Any]) -> dict[str, Any]:
     """The gallery (tasks/inspect.py) and the figures (tasks/plots.py) of a run, computed once
-    per run dict (the HTML report and the Prefect artifacts share them; the flow may have put
-    them there, drawn elsewhere). A part that fails is left out and named in ``errors``: a
-    figure never fails the run."""
-    if "_extras" not in run:
-        run["_extras"] = compute_extras(run)
-    return run["_extras"]  # type: ignore[no-any-return]
-
-
-def compute_extras(run: dict[str, Any]) -> dict[str, Any]:
-    """``extras`` without the cache: a plain function of the run's catalog rows and the stage
-    outputs they name (the flow runs it on a Dask worker)."""
+    per run dict (the HTML report and the Prefect artifacts share them). A part that fails is
+    left out and named in ``errors``: a figure never fails the run."""
+    if "_extras" in run:
+        return run["_extras"]  # type: ignore[no-any-return]
     from tasks import inspect, plots
 
     ex: dict[str, Any] = {"gallery": None, "figures": [], "errors": []}
@@ -164,6 +157,7 @@ def compute_extras(run: dict[str, Any]) -> dict[str, Any]:
         ex["figures"] = plots.figures(run)
     except Exception as e:  # noqa: BLE001
         ex["errors"].append(f"figures: {type(e).__name__}: {e}")
+    run["_extras"] = ex
     return ex
 
 
