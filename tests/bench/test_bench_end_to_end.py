@@ -116,7 +116,11 @@ def run_datamill(inp: Path, work: Path, filter_cfg: dict[str, Any]) -> dict[str,
         workers_cpu = children_cpu() - k0
     assert summary["status"] == "completed", summary
     stages = {s["stage"]: s for s in summary["stages"]}
-    shards = {r["stage"]: r for r in profile_rows(summary["stages"])}
+    shards: dict[str, dict[str, float]] = {}  # a stage's shard steps summed (ingest: + ids)
+    for r in profile_rows(summary["stages"]):
+        acc = shards.setdefault(r["stage"], {"cpu_s": 0.0, "wall_s": 0.0})
+        acc["cpu_s"] += r["cpu_s"]
+        acc["wall_s"] += r["wall_s"]
     return {"wall_s": wall, "stage_s": sum(float(s["seconds"] or 0) for s in stages.values()),
             "stages": stages, "shards": shards, "flow_cpu_s": cpu, "workers_cpu_s": workers_cpu,
             "timed": timed}
