@@ -13,23 +13,26 @@ file per worker) and both pay for reading and parsing them:
    defaults, vs datamill's ingest + filter with only ``minhash_dedup`` (its defaults).
 
 datatrove's time is the executors' wall time inside its subprocess (interpreter start and
-imports are printed apart). datamill's is printed twice: the wall time of ``run_recipe`` under
-``prefect_test_harness`` (Prefect flow and task runs, Dask ``LocalCluster`` start, contract
-gates, catalog, report), and the sum of the stage seconds the catalog records; per stage, the
-Dask cluster's start (inside the first stage that uses Dask) and the shards' CPU and wall
-seconds (their profiles in the manifests), and the run's time outside the stages (contract
-gates, report, the rest). Both sides' CPU seconds are printed too, since wall time on a
-shared machine says as much about the other jobs: datatrove's subprocess with its worker
-processes, datamill's flow process (the test process) with its Dask workers (the harness's
-Prefect API server is not counted). Each run gets a fresh cluster and a fresh data root (no
-cache). The test harness's start-up is not timed.
+imports are printed apart). datamill runs twice per half, each on a fresh data root and a fresh
+Dask cluster: its first run in this process (which pays the flow process's lazy imports) and a
+second one. Each is printed as the wall time of ``run_recipe`` under ``prefect_test_harness``
+(Prefect flow and task runs, Dask ``LocalCluster`` start, contract gates, catalog, report) and
+the sum of the stage seconds the catalog records; per stage, the Dask cluster's start (inside
+the first stage that uses Dask) and the shards' CPU and wall seconds (their profiles in the
+manifests), and the run's time outside the stages (the contract gates, which run beside the
+stages after them, and how long the flow waited for them; the report; the rest). Both sides'
+CPU seconds are printed too, since wall time on a shared machine says as much about the other
+jobs: datatrove's subprocess with its worker processes, datamill's flow process (the test
+process) with its Dask workers (the harness's Prefect API server is not counted). The test
+harness's start-up is not timed.
 
 Corpus: the filter benchmark's (``load_corpus``: ``make corpus``'s JSONL, else the sample x
 ``DATAMILL_BENCH_SCALE``) for the filters; the MinHash benchmark's planted near-duplicates
 (``DATAMILL_BENCH_SCALE`` x 1,000 base documents) for the dedup. The two halves are two tests
 (``-k filters``, ``-k minhash`` runs one). A third (``-k stage_code``) runs the filters half's
 stages alone: their ``run`` through the runner's ``Engines`` on a fresh cluster, no Prefect,
-contracts or report, ``REPEATS`` times, with the workers' CPU seconds per stage. Targets
+contracts or report, ``REPEATS`` times, with the workers' CPU seconds per stage, then MB/s
+per stage against the physical limit (``e2ekit.physical_limit``). Targets
 (>= 5x filters, >= 10x MinHash) are printed PASS/MISS, never asserted; the tests assert only
 that both sides accounted for every document.
 """
