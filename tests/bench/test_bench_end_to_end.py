@@ -150,9 +150,9 @@ def verdict(ratio: float, target: float) -> str:
 
 def report(title: str, n: int, mb: float, dt: dict[str, Any], runs: list[dict[str, Any]],
            target: float, table: Callable[..., str], extra: str) -> None:
-    """Both sides, datamill twice: its first run in this process, and a second one (fresh data
-    root and cluster) once the flow process's lazy imports (great-expectations, matplotlib)
-    are done, as a long-lived process (a served deployment, a worker) runs every time."""
+    """Both sides, datamill twice: its first run in this process (as `datamill run` and a served
+    deployment's runs, each a new process), and a second one (fresh data root and cluster)
+    once the flow process's lazy imports (great-expectations, matplotlib) are done."""
     dt_s = sum(dt["seconds"])
     print(f"\n--- {title}: {n:,} docs, {mb:.1f} MB of JSONL in {FILES} files ---")
     rows = [row("datatrove, executors' wall", n, mb, dt_s),
