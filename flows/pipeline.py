@@ -16,7 +16,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.futures import PrefectFuture
 
 from flows.contracts import contract_gate
 from flows.runner import AccountingError, RunContext, run_stage
@@ -24,7 +23,6 @@ from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
 from tasks import report
 from tasks.catalog import Catalog
-from tasks.contracts import ContractError
 from tasks.recipe import Recipe, load_recipe
 from tasks.remote import Mirror
 from tasks.stage import Upstream
@@ -81,47 +79,28 @@ def run_recipe(recipe_path: str, until: str | None = None, data_root: str | None
 
 
 def run_stages(ctx: RunContext, until: str | None) -> Upstream:
-    """The recipe's stages in order, each group's output gated by its data contract.
-
-    A gate runs beside the stages after it (its checks are seconds of this process while the
-    Dask workers would idle); the next gate and the end of the stages wait for it, so a broken
-    contract fails the run before training, and before a later gate's output is trusted."""
+    """The recipe's stages in order, each group's output gated by its data contract."""
     stages = build(ctx.recipe)
     names = list(dict.fromkeys(s.until_name() for s in stages))
     up = Upstream()
     last = until or names[-1]
-    gate: PrefectFuture[Any] | None = None
-    try:
-        for i, stage in enumerate(stages):
-            group = stage.until_name()
-            if stage.enabled(ctx.info, up):  # type: ignore[arg-type]
-                for m in run_stage(ctx, stage, up):
-                    up.add(m, docs=stage.produces_docs)
-            if stage.name == "ingest" and ctx.recipe.stages.ingest.incremental \
-                    and up.get("ingest").docs_in == 0:
-                get_run_logger().info("nothing to do: no new input files for recipe %s",
-                                      ctx.recipe.name)
-                last = group
-            # a group's gate and --until act where the group ends, even if its last stage is off
-            group_ends = i + 1 == len(stages) or stages[i + 1].until_name() != group
-            if group_ends and group in GATED:
-                gated = up.get("tokenize") if group == "tokenize" else up.docs
-                if gate is not None:
-                    gate.result()  # a broken contract fails the run here
-                gate = contract_gate.submit(ctx, gated.to_dict())
-            if group_ends and group == last:
-                break
-        if gate is not None:
-            gate.result()
-    except BaseException:
-        # a stage failed while a gate ran: the gate's verdict first (a broken contract is the
-        # likelier cause); nothing is left running
-        if gate is not None:
-            gate.wait()
-            broken = gate.state.result(raise_on_failure=False)
-            if isinstance(broken, ContractError):
-                raise broken  # noqa: B904 - the stage's error stays as its context
-        raise
+    for i, stage in enumerate(stages):
+        group = stage.until_name()
+        if stage.enabled(ctx.info, up):  # type: ignore[arg-type]
+            for m in run_stage(ctx, stage, up):
+                up.add(m, docs=stage.produces_docs)
+        if stage.name == "ingest" and ctx.recipe.stages.ingest.incremental \
+                and up.get("ingest").docs_in == 0:
+            get_run_logger().info("nothing to do: no new input files for recipe %s",
+                                  ctx.recipe.name)
+            last = group
+        # a group's gate and --until act where the group ends, even if its last stage is off
+        group_ends = i + 1 == len(stages) or stages[i + 1].until_name() != group
+        if group_ends and group in GATED:
+            gated = up.get("tokenize") if group == "tokenize" else up.docs
+            contract_gate(ctx, gated.to_dict())  # a broken contract fails the run here
+        if group_ends and group == last:
+            break
     return up
 
 

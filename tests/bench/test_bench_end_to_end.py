@@ -19,12 +19,11 @@ second one. Each is printed as the wall time of ``run_recipe`` under ``prefect_t
 (Prefect flow and task runs, Dask ``LocalCluster`` start, contract gates, catalog, report) and
 the sum of the stage seconds the catalog records; per stage, the Dask cluster's start (inside
 the first stage that uses Dask) and the shards' CPU and wall seconds (their profiles in the
-manifests), and the run's time outside the stages (the contract gates, which run beside the
-stages after them, and how long the flow waited for them; the report; the rest). Both sides'
-CPU seconds are printed too, since wall time on a shared machine says as much about the other
-jobs: datatrove's subprocess with its worker processes, datamill's flow process (the test
-process) with its Dask workers (the harness's Prefect API server is not counted). The test
-harness's start-up is not timed.
+manifests), and the run's time outside the stages (the contract gates, the report, the
+rest). Both sides' CPU seconds are printed too, since wall time on a shared machine says as
+much about the other jobs: datatrove's subprocess with its worker processes, datamill's flow
+process (the test process) with its Dask workers (the harness's Prefect API server is not
+counted). The test harness's start-up is not timed.
 
 Corpus: the filter benchmark's (``load_corpus``: ``make corpus``'s JSONL, else the sample x
 ``DATAMILL_BENCH_SCALE``) for the filters; the MinHash benchmark's planted near-duplicates
@@ -60,39 +59,30 @@ RULES = ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
 
 def timed_parts(mp: pytest.MonkeyPatch) -> dict[str, float]:
     """Wall seconds the run spends in the Dask cluster's start (inside the first stage that
-    uses Dask), the contract gates' checks (in their own thread, beside the stages after them;
-    CPU of that thread), waiting for a gate, and the report: those functions wrapped (never
-    changed)."""
-    from prefect.futures import PrefectConcurrentFuture
-
-    import flows.contracts as contracts
+    uses Dask), the contract gates and the report: those functions wrapped (never changed)."""
     import flows.pipeline as pipeline
     from infra import dask as dask_engine
 
-    spent = {k: 0.0 for k in ("cluster start", "contracts", "contracts cpu", "gate wait",
-                              "report", "report cpu")}
+    spent = {k: 0.0 for k in ("cluster start", "contracts", "contracts cpu", "report",
+                              "report cpu")}
 
-    def wrap(owner: Any, name: str, key: str, when: Callable[[], bool] = lambda: True,
-             clock: Callable[[], float] = time.process_time) -> None:
+    def wrap(owner: Any, name: str, key: str, when: Callable[[], bool] = lambda: True) -> None:
         fn = getattr(owner, name)
 
         def call(*a: Any, **k: Any) -> Any:
-            t0, c0, counted = time.perf_counter(), clock(), when()
+            t0, c0, counted = time.perf_counter(), time.process_time(), when()
             try:
                 return fn(*a, **k)
             finally:
                 if counted:
                     spent[key] += time.perf_counter() - t0
-                    if f"{key} cpu" in spent:
-                        spent[f"{key} cpu"] += clock() - c0
+                    if f"{key} cpu" in spent:  # the flow process's, all its threads
+                        spent[f"{key} cpu"] += time.process_time() - c0
         mp.setattr(owner, name, call)
 
     wrap(dask_engine, "get_client", "cluster start", lambda: dask_engine._client is None)
-    # the gates run on a thread of the flow process: that thread's CPU
-    wrap(contracts, "check_documents", "contracts", clock=time.thread_time)
-    wrap(contracts, "check_tokens", "contracts", clock=time.thread_time)
-    wrap(PrefectConcurrentFuture, "result", "gate wait")
-    wrap(pipeline, "_publish", "report")  # the flow process's, all its threads
+    wrap(pipeline, "contract_gate", "contracts")
+    wrap(pipeline, "_publish", "report")
     return spent
 
 
@@ -173,12 +163,12 @@ def report(title: str, n: int, mb: float, dt: dict[str, Any], runs: list[dict[st
             per_stage.append(f"{k} {float(s['seconds'] or 0):.1f}s"
                              + (f" ({'; '.join(parts)})" if parts else ""))
         t = dm["timed"]
-        rest = dm["wall_s"] - dm["stage_s"] - t["gate wait"] - t["report"]
+        rest = dm["wall_s"] - dm["stage_s"] - t["contracts"] - t["report"]
         dm_cpu = dm["flow_cpu_s"] + dm["workers_cpu_s"]
         print(f"datamill {dm['label']}: stages {', '.join(per_stage)}")
         print(f"  outside the stages: contract gates {t['contracts']:.1f}s (CPU "
-              f"{t['contracts cpu']:.1f}s; beside the stages after them, waited for "
-              f"{t['gate wait']:.1f}s), report {t['report']:.1f}s (CPU {t['report cpu']:.1f}s), "
+              f"{t['contracts cpu']:.1f}s), report {t['report']:.1f}s "
+              f"(CPU {t['report cpu']:.1f}s), "
               f"the rest (Prefect flow and task runs, catalog) {rest:.1f}s; CPU: flow process "
               f"{dm['flow_cpu_s']:.1f}s, Dask workers {dm['workers_cpu_s']:.1f}s (the test "
               f"harness's Prefect API server not counted)")
