@@ -23,9 +23,9 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,12 @@ class ByContent:
 OPERATIONAL = Operational()
 SCORED = Scored()
 BY_CONTENT = ByContent()
+
+# LLM client settings: where and how fast, never the version (pydantic merges the Field)
+OpText = Annotated[str | None, OPERATIONAL]
+OpCount = Annotated[int, OPERATIONAL, Field(ge=1)]
+OpSeconds = Annotated[float, OPERATIONAL, Field(gt=0)]
+OpPrice = Annotated[float, OPERATIONAL, Field(ge=0)]
 
 
 def _marker(model: type[BaseModel], name: str, kind: type) -> Any:

@@ -1,5 +1,6 @@
 """The recipe reference (docs/recipes.md), generated from the pydantic models of
-tasks/recipe.py so the two cannot drift apart: ``python -m tasks.recipe > docs/recipes.md``."""
+tasks/recipe.py (and tasks/recipe_rewrite.py) so the two cannot drift apart:
+``python -m tasks.recipe > docs/recipes.md``."""
 
 from __future__ import annotations
 

@@ -22,12 +22,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.identity import OPERATIONAL
+from tasks.identity import OPERATIONAL, OpCount, OpPrice, OpSeconds, OpText
 
-OpText = Annotated[str | None, OPERATIONAL]
-OpCount = Annotated[int, OPERATIONAL, Field(ge=1)]
-OpSeconds = Annotated[float, OPERATIONAL, Field(gt=0)]
-OpPrice = Annotated[float, OPERATIONAL, Field(ge=0)]
 _BACKEND_STATS = ("requests", "retries", "failed", "breaker_opened", "paused_s")
 
 
