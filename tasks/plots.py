@@ -188,7 +188,8 @@ def score_histograms(folder: Path, manifest: dict[str, Any]) -> bytes | None:
             ax.axvline(t, color="#111", ls="--", lw=1)
         ax.set_xscale(**h["scale"])
         rules = ", ".join(r.split(".", 1)[-1] for r in h["rules"])
-        ax.set_title(label(f"{c} ({rules})" if rules else c, 60), fontsize=8)
+        # y given: matplotlib then skips measuring every tick label to place the title
+        ax.set_title(label(f"{c} ({rules})" if rules else c, 60), fontsize=8, y=1.0)
         ax.tick_params(labelsize=7)
         if h["nulls"]:
             ax.text(0.98, 0.95, f"{h['nulls']} null", transform=ax.transAxes, ha="right",
@@ -255,7 +256,8 @@ def volumes(run: dict[str, Any], data_root: Path | None = None) -> bytes | None:
         ax.set_yticks(y, [label(nm, 24) for nm in names], fontsize=7)
         ax.invert_yaxis()
         more = len(before) - len(names)
-        ax.set_title(title + (f" (top {len(names)}, {more} more)" if more else ""), fontsize=9)
+        ax.set_title(title + (f" (top {len(names)}, {more} more)" if more else ""), fontsize=9,
+                     y=1.0)
         ax.tick_params(axis="x", labelsize=7)
         ax.legend(fontsize=7)
     if tokens:
@@ -264,7 +266,7 @@ def volumes(run: dict[str, Any], data_root: Path | None = None) -> bytes | None:
         ax.barh(np.arange(len(names)), [tokens[nm] for nm in names], color="#16a34a")
         ax.set_yticks(np.arange(len(names)), [label(nm, 24) for nm in names], fontsize=7)
         ax.invert_yaxis()
-        ax.set_title("training tokens per source (tokenize)", fontsize=9)
+        ax.set_title("training tokens per source (tokenize)", fontsize=9, y=1.0)
         ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     return _png(fig)
