@@ -15,7 +15,9 @@ A check's *offending count* is GX's ``unexpected_count``; for a missing column o
 every row of the batch. Shards are read one at a time and validated in batches of consecutive
 shards of one schema, up to ``BATCH_ROWS`` rows (memory stays bounded; GX's cost is mostly per
 call), and counts summed; uniqueness is checked on the ids of all shards together (in the one
-call when one batch holds them all). GX is imported lazily (~3-4 s).
+call when one batch holds them all). GX answers in its BASIC result format: counts and a few
+offending values, without its default's index list of offending rows (which filters the whole
+frame again per expectation). GX is imported lazily (~3-4 s).
 No Prefect here: the flow turns a failed report into a failed run (flows/contracts.py).
 """
 
@@ -132,7 +134,8 @@ class _GX:
 
     def validate(self, name: str, frame: Any, expectations: list[Any]) -> list[Check]:
         suite = self.gx.ExpectationSuite(name=name, expectations=expectations)
-        res = self.batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+        res = self.batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+            suite, result_format="BASIC")
         out = []
         for r in res.results:
             cfg = r.expectation_config

@@ -3,6 +3,7 @@ expectation named and the offending rows counted; a good one passes."""
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -74,6 +75,17 @@ def test_each_contract_breaks(tmp_path: Path, table: pa.Table,
     assert broken(rep).get((exp, col)) == n, rep.message()
     with pytest.raises(ContractError, match=exp):
         raise ContractError(rep)
+
+
+def test_a_broken_check_shows_offending_values(tmp_path: Path) -> None:
+    """GX answers in its BASIC result format (its default also lists the offending rows'
+    indices, slowly); the report still names examples of what broke the contract."""
+    rep = check_documents("ingest", write(tmp_path, docs(lang=["en", "English", "fr", "EN",
+                                                             "en", "x"])))
+    (check,) = rep.violations
+    assert check.observed is not None
+    assert {"English", "EN", "x"} <= set(ast.literal_eval(check.observed))
+    assert "English" in rep.message()
 
 
 def test_ids_unique_across_shards(tmp_path: Path) -> None:
