@@ -207,7 +207,14 @@ def _frame(table: pa.Table) -> Any:
     keep = [f.name for f in table.schema if not (pa.types.is_binary(f.type)
             or pa.types.is_fixed_size_binary(f.type) or pa.types.is_large_binary(f.type)
             or pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))]
-    return table.select(keep).to_pandas()
+    table = table.select(keep)
+    # GX checks a range with vectorised numpy only on int64 / float64 columns, else one Python
+    # call per value: widen the score columns (no type expectation; the values stay exact)
+    for i, f in enumerate(table.schema):
+        if f.name not in TYPES and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)):
+            wide = pa.int64() if pa.types.is_integer(f.type) else pa.float64()
+            table = table.set_column(i, f.name, table.column(i).cast(wide))
+    return table.to_pandas()
 
 
 def _batches(files: list[Path]) -> Iterator[pa.Table]:
