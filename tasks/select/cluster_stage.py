@@ -70,7 +70,7 @@ class Config(BaseModel):
 class Clusters(Stage):
     name = "clusters"
     group = "filter"  # its columns are the filter stage's to decide on
-    code_version = 1
+    code_version = 2  # 2: SemDeDup ties by input order, distances to 5 decimals
     recipe_key = "stages.extra (use: tasks.select.cluster_stage:Clusters)"
     inputs = ("docs", "embeddings")
     outputs = ("kept", "clusters", "centroids")

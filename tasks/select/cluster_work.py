@@ -84,13 +84,18 @@ def cluster_bucket(bucket_dir: str, result_dir: str, keep: str) -> dict[str, Any
         cl = t.column("cluster").to_numpy()
         dist = t.column("dist").to_numpy()
         ids = np.asarray(t.column("id").to_pylist(), dtype=str)
+        # input order (shard key, row): SemDeDup's tie-break, the order exact dedup keeps by
+        position = np.empty(len(t), np.int64)
+        position[np.lexsort((t.column("row").to_numpy(),
+                             np.asarray(t.column("key").to_pylist(), dtype=str)))] = \
+            np.arange(len(t))
         x = unit(embedding_matrix(t.column("embedding")))
         sim = np.full(len(t), np.nan, np.float32)
         nearest = np.full(len(t), -1, np.int64)
         rank = np.zeros(len(t), np.int64)
         for c in np.unique(cl):
             at = np.flatnonzero(cl == c)
-            s, n = semdedup_columns(x[at], dist[at], ids[at], keep)  # type: ignore[arg-type]
+            s, n = semdedup_columns(x[at], dist[at], position[at], keep)  # type: ignore[arg-type]
             sim[at], nearest[at] = s, np.where(n >= 0, at[np.maximum(n, 0)], -1)
             rank[at] = kcenter_ranks(x[at], dist[at])
             stats["clusters"][str(int(c))] = {"size": len(at),

@@ -5,9 +5,9 @@ cluster the documents are put in a fixed order and each one stores ``semdedup_si
 largest cosine similarity to any document ordered before it in its cluster (null for the
 first), and ``semdedup_nearest``, that document's id. The order: farthest from the centroid
 first (``keep: far``, the paper's "keep the example with the lowest cosine similarity to the
-cluster centroid"), or nearest first (``keep: near``); ties by document id. As in the paper's
-code, the maximum runs over every earlier document, not only the kept ones, so the decision
-for any ε is a threshold on the stored column.
+cluster centroid"), or nearest first (``keep: near``); ties (to 5 decimals) by input order.
+As in the paper's code, the maximum runs over every earlier document, not only the kept ones,
+so the decision for any ε is a threshold on the stored column.
 
 Decided later, by this corpus rule (recipe: ``stages.filter.corpus`` key
 ``tasks.select.semdedup``): a document is dropped as ``semdedup.near_duplicate`` when
@@ -47,12 +47,18 @@ class Config(CorpusRuleConfig):
         "paper's) or those that passed the document rules (after)")
 
 
-def cluster_order(dist: np.ndarray, ids: np.ndarray, keep: Keep = "far") -> np.ndarray:
+DIST_DECIMALS = 5  # distances equal to this many decimals tie
+
+
+def cluster_order(dist: np.ndarray, position: np.ndarray, keep: Keep = "far") -> np.ndarray:
     """The order in which a cluster's documents are compared: the one that survives a group
     of near-duplicates comes first. ``far``: largest distance to the centroid first; ``near``:
-    smallest first; ties by id."""
-    d = np.asarray(dist, np.float64)
-    return np.lexsort((np.asarray(ids, dtype=str), -d if keep == "far" else d))
+    smallest first; ties by ``position`` (the input order, which exact dedup keeps the first
+    of). Distances are compared to ``DIST_DECIMALS``: one text embedded in two batches differs
+    by ~1e-7 (padding, the CPU's kernels), and ordering on that noise let the machine decide
+    which copy of an exact duplicate survives, possibly not the one exact dedup keeps."""
+    d = np.round(np.asarray(dist, np.float64), DIST_DECIMALS)
+    return np.lexsort((np.asarray(position), -d if keep == "far" else d))
 
 
 def earlier_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,11 +79,11 @@ def earlier_max(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return best, arg
 
 
-def semdedup_columns(x: np.ndarray, dist: np.ndarray, ids: np.ndarray, keep: Keep = "far"
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def semdedup_columns(x: np.ndarray, dist: np.ndarray, position: np.ndarray,
+                     keep: Keep = "far") -> tuple[np.ndarray, np.ndarray]:
     """One cluster: ``semdedup_sim`` (clipped to [0, 1]; NaN for the first document) and the
     index of the nearest earlier document (-1 for the first), in the input's row order."""
-    order = cluster_order(dist, ids, keep)
+    order = cluster_order(dist, position, keep)
     best, arg = earlier_max(np.asarray(x, np.float32)[order])
     sim = np.full(len(order), np.nan, np.float32)
     nearest = np.full(len(order), -1, np.int64)
