@@ -191,6 +191,9 @@ def score_histograms(folder: Path, manifest: dict[str, Any]) -> bytes | None:
         # y given: matplotlib then skips measuring every tick label to place the title
         ax.set_title(label(f"{c} ({rules})" if rules else c, 60), fontsize=8, y=1.0)
         ax.tick_params(labelsize=7)
+        ax.locator_params(axis="y", nbins=4)
+        if h["scale"]["value"] == "linear":
+            ax.locator_params(axis="x", nbins=5)
         if h["nulls"]:
             ax.text(0.98, 0.95, f"{h['nulls']} null", transform=ax.transAxes, ha="right",
                     va="top", fontsize=7)
