@@ -210,11 +210,15 @@ def _frame(table: pa.Table) -> Any:
     table = table.select(keep)
     # GX checks a range with vectorised numpy only on int64 / float64 columns, else one Python
     # call per value: widen the score columns (no type expectation; the values stay exact)
-    for i, f in enumerate(table.schema):
-        if f.name not in TYPES and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)):
-            wide = pa.int64() if pa.types.is_integer(f.type) else pa.float64()
-            table = table.set_column(i, f.name, table.column(i).cast(wide))
-    return table.to_pandas()
+    return table.cast(pa.schema([_wide(f) for f in table.schema])).to_pandas()
+
+
+def _wide(f: pa.Field) -> pa.Field:
+    if f.name in TYPES:
+        return f
+    if pa.types.is_integer(f.type):
+        return f.with_type(pa.int64())
+    return f.with_type(pa.float64()) if pa.types.is_floating(f.type) else f
 
 
 def _batches(files: list[Path]) -> Iterator[pa.Table]:

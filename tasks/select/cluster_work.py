@@ -86,9 +86,8 @@ def cluster_bucket(bucket_dir: str, result_dir: str, keep: str) -> dict[str, Any
         ids = np.asarray(t.column("id").to_pylist(), dtype=str)
         # input order (shard key, row): SemDeDup's tie-break, the order exact dedup keeps by
         position = np.empty(len(t), np.int64)
-        position[np.lexsort((t.column("row").to_numpy(),
-                             np.asarray(t.column("key").to_pylist(), dtype=str)))] = \
-            np.arange(len(t))
+        position[pc.sort_indices(t, [("key", "ascending"), ("row", "ascending")])
+                 .to_numpy()] = np.arange(len(t))
         x = unit(embedding_matrix(t.column("embedding")))
         sim = np.full(len(t), np.nan, np.float32)
         nearest = np.full(len(t), -1, np.int64)
