@@ -12,6 +12,7 @@ from filterkit import SAMPLE, probe, sample_records, table
 
 from tasks.filter import first_failure
 from tasks.filters import gopher_repetition as gr
+from tasks.filters import text as tx
 from tasks.filters.base import get_filter
 from tasks.filters.gopher_repetition import Config
 
@@ -317,13 +318,31 @@ def test_sample_corpus_runs_with_plausible_rejections():
     assert sum(1 for i in cjk if reason[i] == "") >= 0.7 * len(cjk)
 
 
-def test_vectorised_ngram_path_matches_the_python_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Long texts take the numpy path: same scores as the plain-Python one, to the bit."""
-
+def test_batch_ngram_path_matches_the_python_definition() -> None:
+    """The vectorised pass over many documents gives, per document, the integers of the
+    plain-Python definition: on the sample, hand-made repetitive texts, ties, overlaps,
+    documents shorter than n, empty ones, and a batch cut into several word batches."""
     texts = [r["text"] for r in sample_records()[:600]] + [
         "a b " * 60, "the cat sat on the mat " * 20, "x y z " * 30 + "w",
-        "one two three four five " * 12, "a " * 100, "  ".join(["w"] * 47), ""]
+        "one two three four five " * 12, "a " * 100, "  ".join(["w"] * 47), "",
+        "a a a", "a b a b", "b a a b a a", "w1 w2 w3 w4 w5 w1 w2 w3 w4 w5 w6",
+        "A a A a a", "x", "x y", "p q r s t u v w x y p q r s t u v w x y",
+        "tie1 tie2 tie1 tie2 z9 z8 z9 z8"]
+    words = [tx.words(t) for t in texts]
+    expect = [gr._ngram_chars(ws) for ws in words]
+    assert gr._ngram_chars_batch(words).tolist() == expect
+    assert gr._ngram_chars_batch(words[::-1]).tolist() == expect[::-1]
+    assert gr._ngram_chars_batch([]).shape == (0, len(gr.TOP_NS) + len(gr.DUP_NS))
+    # the n-gram numbers never mix documents: two copies of one text score as one does
+    twice = gr._ngram_chars_batch([words[-1], words[-1]]).tolist()
+    assert twice == [expect[-1], expect[-1]]
+
+
+def test_score_cuts_large_batches_without_changing_scores(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    texts = [r["text"] for r in sample_records()[:300]]
     t = table(texts, [None] * len(texts))
-    fast = gr.score(t, gr.Config()).to_pylist()
-    monkeypatch.setattr(gr, "NUMPY_MIN_WORDS", 10**9)
-    assert gr.score(t, gr.Config()).to_pylist() == fast
+    whole = gr.score(t, gr.Config()).to_pylist()
+    monkeypatch.setattr(gr, "BATCH_WORDS", 500)
+    assert len(gr._word_batches([tx.words(x) for x in texts])) > 10
+    assert gr.score(t, gr.Config()).to_pylist() == whole
