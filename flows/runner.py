@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class RunContext:
     data_root: Path
     catalog: Catalog
     info: RunInfo | None = None
+    drawn: dict[Path, Any] = field(default_factory=dict)  # report figures, by folder drawn
 
     def __post_init__(self) -> None:
         if self.info is None:

@@ -43,6 +43,12 @@ def get_client() -> Any:
     return _client
 
 
+def submit_if_up(fn: Callable[..., Any], *args: Any) -> Any | None:
+    """A future of fn(*args) on the cluster this process already has; None without one (no
+    cluster is started for it)."""
+    return None if _client is None else _client.submit(fn, *args, pure=False)
+
+
 def dashboard_link() -> str | None:
     return getattr(_client, "dashboard_link", None) if _client is not None else None
 

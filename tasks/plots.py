@@ -356,14 +356,24 @@ def bpb_chart(rows: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
-def figures(run: dict[str, Any], data_root: Path | None = None) -> list[Figure]:
-    """The report's figures this run has data for (the loss curve is tasks/report.py's)."""
+def histogram_figure(folder: Path) -> Figure | None:
+    """The score histograms of the filter stage in ``folder`` (None without a score)."""
+    png = score_histograms(folder, ins.load_manifest(folder))
+    return Figure("score-histograms", "Score distributions", HIST_NOTE, png) if png else None
+
+
+def figures(run: dict[str, Any], data_root: Path | None = None,
+            drawn: dict[Path, Figure | None] | None = None) -> list[Figure]:
+    """The report's figures this run has data for (the loss curve is tasks/report.py's);
+    ``drawn``: score histograms already drawn (elsewhere), by the resolved filter folder."""
     out = []
     folder = ins.stage_dir(run, "filter", data_root)
     if folder is not None and (folder / "manifest.json").is_file():
-        png = score_histograms(folder, ins.load_manifest(folder))
-        if png:
-            out.append(Figure("score-histograms", "Score distributions", HIST_NOTE, png))
+        done = drawn or {}
+        key = folder.resolve()
+        hist = done[key] if key in done else histogram_figure(folder)
+        if hist is not None:
+            out.append(hist)
     png = volumes(run, data_root)
     if png:
         out.append(Figure("corpus-size", "Corpus before and after curation", SIZE_NOTE, png))

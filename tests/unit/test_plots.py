@@ -87,6 +87,43 @@ def test_figures_of_a_run_without_evaluation(mini: dict[str, Any]) -> None:
         _is_png(f.png)
 
 
+def test_figures_take_histograms_drawn_elsewhere(mini: dict[str, Any]) -> None:
+    folder = ins.stage_dir(mini, "filter")
+    assert folder is not None
+    drawn = plots.histogram_figure(folder)
+    assert drawn is not None
+    figs = plots.figures(mini, drawn={folder.resolve(): drawn})
+    assert figs[0] is drawn
+    # one drawn for another folder is not taken: the run's own is drawn, the same bytes
+    again = plots.figures(mini, drawn={folder.parent.resolve(): None})
+    assert again[0] is not drawn and again[0].png == drawn.png
+
+
+def test_histograms_are_drawn_on_a_dask_worker_while_the_flow_gates(mini: dict[str, Any]
+                                                                    ) -> None:
+    """The pipeline starts the filter's histograms on the process's Dask cluster before the
+    filter's contract gate and collects them after it; without a cluster it starts none."""
+    from flows.pipeline import _collect, _draw_beside
+    from flows.runner import RunContext
+    from infra import dask as dask_engine
+    from tasks.stage import Manifest, Upstream
+
+    folder = ins.stage_dir(mini, "filter")
+    assert folder is not None
+    ctx = RunContext("r", None, "", folder.parents[2], catalog=None)
+    up = Upstream()
+    up.add(Manifest("filter", folder.name, 0, 0, 0, {}), docs=True)
+    dask_engine.shutdown()
+    assert _draw_beside(ctx, up) is None  # no cluster in this process: the report draws
+    dask_engine.get_client()
+    drawing = _draw_beside(ctx, up)
+    assert drawing is not None and drawing[0] == folder
+    _collect(ctx, *drawing)
+    fig = ctx.drawn[folder.resolve()]
+    assert fig.key == "score-histograms" and fig.png == plots.histogram_figure(folder).png
+    assert _draw_beside(ctx, Upstream()) is None  # no filter stage in the run
+
+
 def _eval_run(tmp_path: Path, seeds: int, items: bool) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     stages, evals = [], []
