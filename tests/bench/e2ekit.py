@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import threading
 import time
@@ -110,13 +109,6 @@ def write_jsonl(docs: list[dict[str, Any]], folder: Path, files: int = FILES) ->
         for h in handles:
             h.close()
     return size / 1e6
-
-
-def children_cpu() -> float:
-    """CPU seconds (user + system) of this process's children that have ended and been waited
-    for, their own waited-for children included."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def run_tree(cmd: list[str], env: dict[str, str], timeout: float = 3600) -> tuple[int, str, float]:

@@ -13,17 +13,19 @@ file per worker) and both pay for reading and parsing them:
    defaults, vs datamill's ingest + filter with only ``minhash_dedup`` (its defaults).
 
 datatrove's time is the executors' wall time inside its subprocess (interpreter start and
-imports are printed apart). datamill runs twice per half, each on a fresh data root and a fresh
-Dask cluster: its first run in this process (which pays the flow process's lazy imports) and a
-second one. Each is printed as the wall time of ``run_recipe`` under ``prefect_test_harness``
-(Prefect flow and task runs, Dask ``LocalCluster`` start, contract gates, catalog, report) and
-the sum of the stage seconds the catalog records; per stage, the Dask cluster's start (inside
-the first stage that uses Dask) and the shards' CPU and wall seconds (their profiles in the
-manifests), and the run's time outside the stages (the contract gates, the report, the
-rest). Both sides' CPU seconds are printed too, since wall time on a shared machine says as
-much about the other jobs: datatrove's subprocess with its worker processes, datamill's flow
-process (the test process) with its Dask workers (the harness's Prefect API server is not
-counted). The test harness's start-up is not timed.
+imports are printed apart). datamill runs three times per half, each on a fresh data root: its
+first run in this process (which pays the flow process's lazy imports) and a second one, each on
+a fresh Dask cluster, then a third on the second's cluster, which ``run_recipe`` keeps for the
+process's next run. Each is printed as the wall time of ``run_recipe`` under
+``prefect_test_harness`` (Prefect flow and task runs, Dask ``LocalCluster`` start, contract
+gates, catalog, report) and the sum of the stage seconds the catalog records; per stage, the
+Dask cluster's start (inside the first stage that uses Dask) and the shards' CPU and wall
+seconds (their profiles in the manifests), and the run's time outside the stages (the contract
+gates, the report, the rest). Both sides' CPU seconds are printed too, since wall time on a
+shared machine says as much about the other jobs: datatrove's subprocess with its worker
+processes, datamill's flow process (the test process) with its Dask workers (the harness's
+Prefect API server is not counted; a worker's CPU seconds since it started, read from the
+worker). The test harness's start-up is not timed.
 
 Corpus: the filter benchmark's (``load_corpus``: ``make corpus``'s JSONL, else the sample x
 ``DATAMILL_BENCH_SCALE``) for the filters; the MinHash benchmark's planted near-duplicates
@@ -47,7 +49,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from e2ekit import FILES, WORKERS, children_cpu, machine, physical_limit, run_datatrove, write_jsonl
+from e2ekit import FILES, WORKERS, machine, physical_limit, run_datatrove, write_jsonl
 from test_bench_filters import load_corpus
 from test_bench_minhash import planted_corpus
 
@@ -86,8 +88,18 @@ def timed_parts(mp: pytest.MonkeyPatch) -> dict[str, float]:
     return spent
 
 
-def run_datamill(inp: Path, work: Path, filter_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The real flow up to the filter, on a fresh 2-worker LocalCluster and data root."""
+def workers_cpu() -> dict[str, float]:
+    """CPU seconds of each Dask worker process of this process's cluster since it started
+    (none without a cluster)."""
+    from infra import dask as dask_engine
+
+    return {} if dask_engine._client is None else dask_engine._client.run(time.process_time)
+
+
+def run_datamill(inp: Path, work: Path, filter_cfg: dict[str, Any], keep_cluster: bool = False
+                 ) -> dict[str, Any]:
+    """The real flow up to the filter on a fresh data root, on a fresh 2-worker LocalCluster
+    or (``keep_cluster``) on the one this process has from its last run, as run_recipe does."""
     from flows.pipeline import run_recipe
     from infra import dask as dask_engine
     from tasks.profile import profile_rows
@@ -99,14 +111,15 @@ def run_datamill(inp: Path, work: Path, filter_cfg: dict[str, Any]) -> dict[str,
     work.mkdir(parents=True, exist_ok=True)
     # in the recipe's order (datatrove's pipeline order): filters apply in it
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    dask_engine.shutdown()  # cluster start-up is part of every run's wall time
+    if not keep_cluster:
+        dask_engine.shutdown()  # cluster start-up is part of this run's wall time
     with pytest.MonkeyPatch.context() as mp:
         timed = timed_parts(mp)
-        t0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
+        t0, c0, k0 = time.perf_counter(), time.process_time(), workers_cpu()
         summary = run_recipe(str(path), until="filter")
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        dask_engine.shutdown()  # the workers end: their CPU time reaches children_cpu()
-        workers_cpu = children_cpu() - k0
+        k1 = workers_cpu()  # a worker started in this run counts from its start
+        spent = sum(k1[w] - k0.get(w, 0.0) for w in k1)
     assert summary["status"] == "completed", summary
     stages = {s["stage"]: s for s in summary["stages"]}
     shards: dict[str, dict[str, float]] = {}  # a stage's shard steps summed (ingest: + ids)
@@ -115,7 +128,7 @@ def run_datamill(inp: Path, work: Path, filter_cfg: dict[str, Any]) -> dict[str,
         acc["cpu_s"] += r["cpu_s"]
         acc["wall_s"] += r["wall_s"]
     return {"wall_s": wall, "stage_s": sum(float(s["seconds"] or 0) for s in stages.values()),
-            "stages": stages, "shards": shards, "flow_cpu_s": cpu, "workers_cpu_s": workers_cpu,
+            "stages": stages, "shards": shards, "flow_cpu_s": cpu, "workers_cpu_s": spent,
             "timed": timed}
 
 
@@ -140,9 +153,10 @@ def verdict(ratio: float, target: float) -> str:
 
 def report(title: str, n: int, mb: float, dt: dict[str, Any], runs: list[dict[str, Any]],
            target: float, table: Callable[..., str], extra: str) -> None:
-    """Both sides, datamill twice: its first run in this process (as `datamill run` and a served
-    deployment's runs, each a new process), and a second one (fresh data root and cluster)
-    once the flow process's lazy imports (great-expectations, matplotlib) are done."""
+    """Both sides, datamill three times: its first run in this process (as `datamill run` and a
+    served deployment's runs, each a new process), a second one (fresh data root and cluster)
+    once the flow process's lazy imports (great-expectations, matplotlib) are done, and a third
+    on the second's cluster (as a Python session's or the ablation flow's next run)."""
     dt_s = sum(dt["seconds"])
     print(f"\n--- {title}: {n:,} docs, {mb:.1f} MB of JSONL in {FILES} files ---")
     rows = [row("datatrove, executors' wall", n, mb, dt_s),
@@ -181,17 +195,24 @@ def report(title: str, n: int, mb: float, dt: dict[str, Any], runs: list[dict[st
     print(extra)
 
 
-def run_datamill_twice(inp: Path, work: Path, filter_cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    """``run_datamill`` twice, each on a fresh data root and cluster: the first run in this
-    process (labelled as such only if great-expectations was not imported yet) and a second."""
+def run_datamill_thrice(inp: Path, work: Path, filter_cfg: dict[str, Any]
+                        ) -> list[dict[str, Any]]:
+    """``run_datamill`` three times, each on a fresh data root: the first run in this process
+    (labelled as such only if great-expectations was not imported yet) and a second on fresh
+    clusters, then a third on the second's cluster (a session's next ``run_recipe``)."""
     import sys
+
+    from infra import dask as dask_engine
 
     cold = "great_expectations" not in sys.modules
     first = run_datamill(inp, work / "first", filter_cfg)
     first["label"] = "first run in the process" if cold else "first run (imports done earlier)"
     again = run_datamill(inp, work / "again", filter_cfg)
     again["label"] = "second run (imports done)"
-    return [first, again]
+    warm = run_datamill(inp, work / "warm", filter_cfg, keep_cluster=True)
+    warm["label"] = "third run (imports done, the cluster kept)"
+    dask_engine.shutdown()
+    return [first, again, warm]
 
 
 def accounted(dm: dict[str, Any], n: int) -> dict[str, Any]:
@@ -219,7 +240,7 @@ def test_end_to_end_filters_vs_datatrove(tmp_path: Path, bench_scale: int, harne
     n = len(docs)
     mb = write_jsonl(docs, tmp_path / "filters_in")
     dt = run_datatrove("filters", tmp_path / "filters_in", tmp_path / "dt_filters")
-    runs = run_datamill_twice(tmp_path / "filters_in", tmp_path / "dm_filters",
+    runs = run_datamill_thrice(tmp_path / "filters_in", tmp_path / "dm_filters",
                               {"filters": {r: {} for r in RULES}, "exact_dedup": None,
                                "minhash_dedup": None})
     flt = [accounted(dm, n) for dm in runs][0]
@@ -236,7 +257,7 @@ def test_end_to_end_minhash_vs_datatrove(tmp_path: Path, bench_scale: int, harne
     mn = len(mdocs)
     mmb = write_jsonl(mdocs, tmp_path / "minhash_in")
     mdt = run_datatrove("minhash", tmp_path / "minhash_in", tmp_path / "dt_minhash")
-    runs = run_datamill_twice(tmp_path / "minhash_in", tmp_path / "dm_minhash",
+    runs = run_datamill_thrice(tmp_path / "minhash_in", tmp_path / "dm_minhash",
                               {"filters": {}, "exact_dedup": None, "minhash_dedup": {}})
     mflt = [accounted(dm, mn) for dm in runs][0]
     assert len(mdt["kept"]) + len(mdt["removed"]) == mn
