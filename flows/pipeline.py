@@ -102,6 +102,8 @@ def run_stages(ctx: RunContext, until: str | None) -> Upstream:
         if group_ends and group in GATED:
             gated = up.get("tokenize") if group == "tokenize" else up.docs
             drawing = _draw_beside(ctx, up) if group == "filter" else None
+            if group == "ingest" and last != "ingest" and any(s.name == "filter" for s in stages):
+                dask_engine.warm_workers(plots.warm)  # for _draw_beside; idle while gated
             try:
                 contract_gate(ctx, gated.to_dict())  # a broken contract fails the run here
             except BaseException:

@@ -49,6 +49,17 @@ def submit_if_up(fn: Callable[..., Any], *args: Any) -> Any | None:
     return None if _client is None else _client.submit(fn, *args, pure=False)
 
 
+def warm_workers(fn: Callable[[], Any]) -> None:
+    """Start fn() on every worker of the cluster this process already has, without waiting
+    (a per-process import or model load, done while the workers would sit idle)."""
+    if _client is None:
+        return
+    from distributed import fire_and_forget
+
+    fire_and_forget([_client.submit(fn, workers=[w], allow_other_workers=False, pure=False)
+                     for w in _client.scheduler_info()["workers"]])
+
+
 def dashboard_link() -> str | None:
     return getattr(_client, "dashboard_link", None) if _client is not None else None
 

@@ -58,6 +58,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def warm() -> None:
+    """Import pyplot and load the fonts (a tiny figure drawn): a process's first figure
+    otherwise pays both (about a second)."""
+    plt = _pyplot()
+    fig = plt.figure(figsize=(1, 1), dpi=20)
+    fig.text(0.5, 0.5, "0")
+    _png(fig)
+
+
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

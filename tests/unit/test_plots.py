@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,21 @@ def test_histograms_are_drawn_on_a_dask_worker_while_the_flow_gates(mini: dict[s
     fig = ctx.drawn[folder.resolve()]
     assert fig.key == "score-histograms" and fig.png == plots.histogram_figure(folder).png
     assert _draw_beside(ctx, Upstream()) is None  # no filter stage in the run
+    # the pipeline warms every worker for the drawing while it gates the ingest output
+    client = dask_engine.get_client()
+    client.restart()  # fresh worker processes: matplotlib not imported yet
+    assert not any(client.run(_has_pyplot).values())
+    dask_engine.warm_workers(plots.warm)
+    deadline = time.monotonic() + 120
+    while not all(client.run(_has_pyplot).values()):
+        assert time.monotonic() < deadline, "workers not warmed"
+        time.sleep(0.2)
+
+
+def _has_pyplot() -> bool:
+    import sys
+
+    return "matplotlib.pyplot" in sys.modules
 
 
 def _eval_run(tmp_path: Path, seeds: int, items: bool) -> dict[str, Any]:
