@@ -56,7 +56,8 @@ def warm_workers(fn: Callable[[], Any]) -> None:
         return
     from distributed import fire_and_forget
 
-    fire_and_forget([_client.submit(fn, workers=[w], allow_other_workers=False, pure=False)
+    # loose: a task whose worker died runs on another instead of waiting for it forever
+    fire_and_forget([_client.submit(fn, workers=[w], allow_other_workers=True, pure=False)
                      for w in _client.scheduler_info()["workers"]])
 
 
