@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from tasks.corpus import get_rule
 from tasks.corpus.base import RuleContext, decision_path, when
+from tasks.filters import text as tx
 from tasks.filters.base import FilterConfig, get_filter
 from tasks.schema import DOC_COLUMNS, with_reject
 from tasks.store import write_parquet
@@ -45,6 +46,7 @@ def score_table(table: pa.Table, filters: Mapping[str, FilterConfig],
             scores = module.score(out, cfg)
         for col_name in scores.column_names:
             out = out.append_column(col_name, scores.column(col_name))
+    tx.forget_words()  # the rule sets' shared words of this table (text.shared_words)
     edited = out
     for name, cfg in (corpus or {}).items():
         score = getattr(get_rule(name), "score", None)

@@ -104,15 +104,11 @@ class Config(FilterConfig):
 
 
 @functools.cache
-def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """(word-core pattern, letter pattern), built once on first use from the Unicode classes
-    ``tasks/filters/text.py`` builds (shared with the other filters)."""
-    word = textlib.char_class(("L", "N", "M"))
-    # A word core: from the first word character of a token to its last one, never crossing
-    # whitespace. findall() over the text yields exactly one core per word, in order.
-    core = re.compile(f"{word}(?:\\S*{word})?")
-    letter = re.compile(textlib.char_class(("L",)))
-    return core, letter
+def _letter_re() -> re.Pattern[str]:
+    """One letter (Unicode L*), from the classes ``tasks/filters/text.py`` builds. Words are
+    ``text.words``'s cores: from a token's first letter, number or mark to its last one, never
+    crossing whitespace (``findall`` yields one core per word, in order)."""
+    return re.compile(textlib.char_class(("L",)))
 
 
 def _norm_lang(lang: str) -> str:
@@ -151,8 +147,7 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
         raise TypeError(f"{NAME}.score needs a {__name__}.Config, got {type(config).__name__}")
     if config.compat == compat.DATATROVE:
         return _compat_scores(table, config)
-    core_re, letter_re = _patterns()
-    letter_search = letter_re.search
+    letter_search = _letter_re().search
 
     stop_sets = {
         _norm_lang(k): frozenset(w.lower() for w in v) for k, v in config.stop_words.items()
@@ -177,7 +172,8 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
     alpha_frac: list[float | None] = []
     stops: list[int | None] = []
 
-    for text, lang in zip(texts, langs, strict=True):
+    shared = textlib.shared_words(table)  # each text's cores, found once per text
+    for i, (text, lang) in enumerate(zip(texts, langs, strict=True)):
         info = lang_info.get(lang)
         if info is None:
             key = _norm_lang(lang) if lang is not None else "en"
@@ -204,7 +200,7 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
                 stops.append(sum(1 for w in stop_set if w and w in low))
             continue
 
-        cores = core_re.findall(text)
+        cores = shared(i, text) if text else []
         n = len(cores)
         n_words.append(n)
         if n:

@@ -288,6 +288,7 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
     rows: list[list[float | None]] = []
     todo: list[int] = []  # rows whose n-gram scores the batch path fills in
     words: list[list[str]] = []
+    shared = tx.shared_words(table)
     for i, (t, lang) in enumerate(zip(texts, langs, strict=True)):
         if not t:
             rows.append([None] * len(STATS))
@@ -295,7 +296,7 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
         rows.append(_line_para_stats(t) + [None] * n_grams)
         if not is_no_space(lang):
             todo.append(i)
-            words.append(tx.words(t))
+            words.append(shared(i, t))
     for lo, hi in _word_batches(words):
         chars = _ngram_chars_batch(words[lo:hi]).tolist()
         for i, row_chars in zip(todo[lo:hi], chars, strict=True):

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -144,6 +145,37 @@ def word_re() -> re.Pattern[str]:
 
 def words(text: str) -> list[str]:
     return word_re().findall(text)
+
+
+_memo = threading.local()  # the table being scored: its text column and the words found
+
+
+def shared_words(table: pa.Table) -> Callable[[int, str], list[str]]:
+    """``get(i, text)``: ``words(text)`` of row ``i`` of ``table``'s text column, computed once
+    per row and shared by the rule sets that score the table one after the other
+    (``tasks.filter.score_table``): gopher_quality and gopher_repetition split a text once.
+    An edit step's new text column has other buffers, hence other words. The memo holds the
+    column itself, so its (immutable) buffers cannot be freed and their addresses reused
+    while it is kept; ``forget_words`` drops it once the table is scored."""
+    col = table.column("text")
+    key = (len(col), *((c.offset, *(b.address if b else 0 for b in c.buffers()))
+                       for c in col.chunks))
+    entry = getattr(_memo, "entry", None)
+    if entry is None or entry[1] != key:
+        entry = _memo.entry = (col, key, {})
+    found: dict[int, list[str]] = entry[2]
+
+    def get(i: int, text: str) -> list[str]:
+        ws = found.get(i)
+        if ws is None:
+            ws = found[i] = words(text)
+        return ws
+
+    return get
+
+
+def forget_words() -> None:
+    _memo.entry = None
 
 
 # --------------------------------------------------------------------------- lines
