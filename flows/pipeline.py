@@ -103,7 +103,7 @@ def run_stages(ctx: RunContext, until: str | None) -> Upstream:
             gated = up.get("tokenize") if group == "tokenize" else up.docs
             drawing = _draw_beside(ctx, up) if group == "filter" else None
             if group == "ingest" and last != "ingest" and any(s.name == "filter" for s in stages):
-                dask_engine.warm_workers(plots.warm)  # for _draw_beside; idle while gated
+                ctx.draw_on = dask_engine.warm_one(plots.warm)  # for _draw_beside; idle now
             try:
                 contract_gate(ctx, gated.to_dict())  # a broken contract fails the run here
             except BaseException:
@@ -126,13 +126,13 @@ def _draw_beside(ctx: RunContext, up: Upstream) -> tuple[Path, Any] | None:
     folder = StageDir(ctx.data_root, "filter", up.get("filter").version).path
     if not (folder / "manifest.json").is_file():
         return None
-    future = dask_engine.submit_if_up(plots.histogram_figure, folder)
+    future = dask_engine.submit_if_up(plots.histogram_figure, folder, worker=ctx.draw_on)
     return None if future is None else (folder, future)
 
 
 def _collect(ctx: RunContext, folder: Path, future: Any) -> None:
     try:
-        ctx.drawn[folder.resolve()] = future.result(timeout=600)
+        ctx.drawn[folder.resolve()] = dask_engine.result_on(future, ctx.draw_on)
     except Exception as e:  # noqa: BLE001 - a figure never fails the run; drawn again later
         get_run_logger().warning("score histograms on a worker failed (%r); the report "
                                  "draws them", e)

@@ -45,6 +45,7 @@ class RunContext:
     catalog: Catalog
     info: RunInfo | None = None
     drawn: dict[Path, Any] = field(default_factory=dict)  # report figures, by folder drawn
+    draw_on: str | None = None  # the Dask worker warmed to draw them
 
     def __post_init__(self) -> None:
         if self.info is None:

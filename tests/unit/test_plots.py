@@ -123,15 +123,28 @@ def test_histograms_are_drawn_on_a_dask_worker_while_the_flow_gates(mini: dict[s
     fig = ctx.drawn[folder.resolve()]
     assert fig.key == "score-histograms" and fig.png == plots.histogram_figure(folder).png
     assert _draw_beside(ctx, Upstream()) is None  # no filter stage in the run
-    # the pipeline warms every worker for the drawing while it gates the ingest output
+    # the pipeline warms one worker for the drawing while it gates the ingest output, then
+    # sends the drawing there
     client = dask_engine.get_client()
     client.restart()  # fresh worker processes: matplotlib not imported yet
     assert not any(client.run(_has_pyplot).values())
-    dask_engine.warm_workers(plots.warm)
+    ctx.draw_on = dask_engine.warm_one(plots.warm)
+    assert ctx.draw_on in client.scheduler_info()["workers"]
     deadline = time.monotonic() + 120
-    while not all(client.run(_has_pyplot).values()):
-        assert time.monotonic() < deadline, "workers not warmed"
+    while not client.run(_has_pyplot, workers=[ctx.draw_on])[ctx.draw_on]:
+        assert time.monotonic() < deadline, "worker not warmed"
         time.sleep(0.2)
+    others = [w for w, has in client.run(_has_pyplot).items() if w != ctx.draw_on]
+    assert others and not any(client.run(_has_pyplot, workers=others).values())
+    drawing = _draw_beside(ctx, up)
+    assert drawing is not None
+    assert drawing[1].result(timeout=120).png == fig.png
+    assert {w for ws in client.who_has(drawing[1]).values() for w in ws} == {ctx.draw_on}
+    # a worker that left (a restarted one comes back at another address): no endless wait
+    slow = client.submit(time.sleep, 60, pure=False)
+    with pytest.raises(dask_engine.DaskClusterLost):
+        dask_engine.result_on(slow, "tcp://127.0.0.1:1", poll_s=0.2)
+    assert slow.cancelled()
 
 
 def _has_pyplot() -> bool:
