@@ -19,16 +19,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.contracts import contract_gate
 from flows.runner import AccountingError, RunContext, run_stage
-from infra import dask as dask_engine
 from infra.env import check_flow_params
 from infra.env import data_root as resolve_data_root
-from tasks import plots, report
+from tasks import report
 from tasks.catalog import Catalog
 from tasks.recipe import Recipe, load_recipe
 from tasks.remote import Mirror
 from tasks.stage import Upstream
 from tasks.stages import build, until_names
-from tasks.store import StageDir
 
 __all__ = ["AccountingError", "RunContext", "execute", "new_run_id", "run_recipe"]
 GATED = ("ingest", "filter", "tokenize")  # contract-checked outputs (after their group)
@@ -41,7 +39,6 @@ def new_run_id() -> str:
 def _publish(ctx: RunContext, status: str) -> str:
     run = ctx.catalog.show(ctx.run_id)
     run["status"] = status
-    run["_drawn"] = ctx.drawn  # figures drawn during the run (tasks/plots.py figures)
     path = ctx.data_root / "runs" / ctx.run_id / "report.html"
     report.write_html(run, path)
     create_table_artifact(key="datamill-funnel", table=report.funnel_rows(run),
@@ -101,41 +98,10 @@ def run_stages(ctx: RunContext, until: str | None) -> Upstream:
         group_ends = i + 1 == len(stages) or stages[i + 1].until_name() != group
         if group_ends and group in GATED:
             gated = up.get("tokenize") if group == "tokenize" else up.docs
-            drawing = _draw_beside(ctx, up) if group == "filter" else None
-            if group == "ingest" and last != "ingest" and any(s.name == "filter" for s in stages):
-                ctx.draw_on = dask_engine.warm_one(plots.warm)  # for _draw_beside; idle now
-            try:
-                contract_gate(ctx, gated.to_dict())  # a broken contract fails the run here
-            except BaseException:
-                if drawing is not None:
-                    drawing[1].cancel()
-                raise
-            if drawing is not None:
-                _collect(ctx, *drawing)
+            contract_gate(ctx, gated.to_dict())  # a broken contract fails the run here
         if group_ends and group == last:
             break
     return up
-
-
-def _draw_beside(ctx: RunContext, up: Upstream) -> tuple[Path, Any] | None:
-    """Start drawing the report's score histograms on a Dask worker, which waits anyway while
-    the flow checks the filter's contract (a CPU-bound second of each); None when the run has
-    no filter output or this process no cluster (the report then draws them itself)."""
-    if not up.has("filter"):
-        return None
-    folder = StageDir(ctx.data_root, "filter", up.get("filter").version).path
-    if not (folder / "manifest.json").is_file():
-        return None
-    future = dask_engine.submit_if_up(plots.histogram_figure, folder, worker=ctx.draw_on)
-    return None if future is None else (folder, future)
-
-
-def _collect(ctx: RunContext, folder: Path, future: Any) -> None:
-    try:
-        ctx.drawn[folder.resolve()] = dask_engine.result_on(future, ctx.draw_on)
-    except Exception as e:  # noqa: BLE001 - a figure never fails the run; drawn again later
-        get_run_logger().warning("score histograms on a worker failed (%r); the report "
-                                 "draws them", e)
 
 
 def execute(recipe: Recipe, recipe_path: str, until: str | None = None,

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,6 @@ class RunContext:
     data_root: Path
     catalog: Catalog
     info: RunInfo | None = None
-    drawn: dict[Path, Any] = field(default_factory=dict)  # report figures, by folder drawn
-    draw_on: str | None = None  # the Dask worker warmed to draw them
 
     def __post_init__(self) -> None:
         if self.info is None:

@@ -43,48 +43,6 @@ def get_client() -> Any:
     return _client
 
 
-def submit_if_up(fn: Callable[..., Any], *args: Any, worker: str | None = None
-                 ) -> Any | None:
-    """A future of fn(*args) on the cluster this process already has (on ``worker`` only, if
-    given: ``result_on`` stops waiting if it leaves); None without a cluster (none is
-    started for it)."""
-    if _client is None:
-        return None
-    if worker is None or worker not in _client.scheduler_info()["workers"]:
-        return _client.submit(fn, *args, pure=False)
-    return _client.submit(fn, *args, pure=False, workers=[worker])
-
-
-def result_on(future: Any, worker: str | None, poll_s: float = 2.0) -> Any:
-    """``future.result()``; ``DaskClusterLost`` if the worker it is bound to left the cluster
-    before it finished (a restarted worker has another address: it would wait forever)."""
-    while True:
-        try:
-            return future.result(timeout=poll_s)
-        except TimeoutError:
-            if worker is not None and (_client is None or
-                                       worker not in _client.scheduler_info()["workers"]):
-                future.cancel()
-                raise DaskClusterLost(f"worker {worker} left with {future.key} pending") from None
-
-
-def warm_one(fn: Callable[[], Any]) -> str | None:
-    """Start fn() on one worker of the cluster this process already has, without waiting (a
-    per-process import done while the workers would sit idle); that worker's address, to
-    send the work it prepares for (``submit_if_up``), or None without a cluster."""
-    if _client is None:
-        return None
-    from distributed import fire_and_forget
-
-    workers = sorted(_client.scheduler_info()["workers"])
-    if not workers:
-        return None
-    # loose: if that worker dies, the warm-up runs elsewhere instead of waiting for it forever
-    fire_and_forget(_client.submit(fn, workers=workers[:1], allow_other_workers=True,
-                                   pure=False))
-    return str(workers[0])
-
-
 def dashboard_link() -> str | None:
     return getattr(_client, "dashboard_link", None) if _client is not None else None
 

@@ -58,15 +58,6 @@ def _pyplot() -> Any:
     return plt
 
 
-def warm() -> None:
-    """Import pyplot and load the fonts (a tiny figure drawn): a process's first figure
-    otherwise pays both (about a second)."""
-    plt = _pyplot()
-    fig = plt.figure(figsize=(1, 1), dpi=20)
-    fig.text(0.5, 0.5, "0")
-    _png(fig)
-
-
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -365,24 +356,14 @@ def bpb_chart(rows: list[dict[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
-def histogram_figure(folder: Path) -> Figure | None:
-    """The score histograms of the filter stage in ``folder`` (None without a score)."""
-    png = score_histograms(folder, ins.load_manifest(folder))
-    return Figure("score-histograms", "Score distributions", HIST_NOTE, png) if png else None
-
-
-def figures(run: dict[str, Any], data_root: Path | None = None,
-            drawn: dict[Path, Figure | None] | None = None) -> list[Figure]:
-    """The report's figures this run has data for (the loss curve is tasks/report.py's);
-    ``drawn``: score histograms already drawn (elsewhere), by the resolved filter folder."""
+def figures(run: dict[str, Any], data_root: Path | None = None) -> list[Figure]:
+    """The report's figures this run has data for (the loss curve is tasks/report.py's)."""
     out = []
     folder = ins.stage_dir(run, "filter", data_root)
     if folder is not None and (folder / "manifest.json").is_file():
-        done = drawn or {}
-        key = folder.resolve()
-        hist = done[key] if key in done else histogram_figure(folder)
-        if hist is not None:
-            out.append(hist)
+        png = score_histograms(folder, ins.load_manifest(folder))
+        if png:
+            out.append(Figure("score-histograms", "Score distributions", HIST_NOTE, png))
     png = volumes(run, data_root)
     if png:
         out.append(Figure("corpus-size", "Corpus before and after curation", SIZE_NOTE, png))

@@ -154,7 +154,7 @@ def extras(run: dict[str, Any]) -> dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - shown in the report instead
         ex["errors"].append(f"gallery: {type(e).__name__}: {e}")
     try:
-        ex["figures"] = plots.figures(run, drawn=run.get("_drawn"))
+        ex["figures"] = plots.figures(run)
     except Exception as e:  # noqa: BLE001
         ex["errors"].append(f"figures: {type(e).__name__}: {e}")
     run["_extras"] = ex

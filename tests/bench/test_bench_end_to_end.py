@@ -61,13 +61,12 @@ RULES = ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
 
 def timed_parts(mp: pytest.MonkeyPatch) -> dict[str, float]:
     """Wall seconds the run spends in the Dask cluster's start (inside the first stage that
-    uses Dask), the contract gates, the report, and waiting after the filter's gate for the
-    histograms drawn beside it: those functions wrapped (never changed)."""
+    uses Dask), the contract gates and the report: those functions wrapped (never changed)."""
     import flows.pipeline as pipeline
     from infra import dask as dask_engine
 
     spent = {k: 0.0 for k in ("cluster start", "contracts", "contracts cpu", "report",
-                              "report cpu", "figures wait")}
+                              "report cpu")}
 
     def wrap(owner: Any, name: str, key: str, when: Callable[[], bool] = lambda: True) -> None:
         fn = getattr(owner, name)
@@ -86,7 +85,6 @@ def timed_parts(mp: pytest.MonkeyPatch) -> dict[str, float]:
     wrap(dask_engine, "get_client", "cluster start", lambda: dask_engine._client is None)
     wrap(pipeline, "contract_gate", "contracts")
     wrap(pipeline, "_publish", "report")
-    wrap(pipeline, "_collect", "figures wait")  # histograms drawn on a worker beside a gate
     return spent
 
 
@@ -179,14 +177,13 @@ def report(title: str, n: int, mb: float, dt: dict[str, Any], runs: list[dict[st
             per_stage.append(f"{k} {float(s['seconds'] or 0):.1f}s"
                              + (f" ({'; '.join(parts)})" if parts else ""))
         t = dm["timed"]
-        rest = dm["wall_s"] - dm["stage_s"] - t["contracts"] - t["report"] - t["figures wait"]
+        rest = dm["wall_s"] - dm["stage_s"] - t["contracts"] - t["report"]
         dm_cpu = dm["flow_cpu_s"] + dm["workers_cpu_s"]
         print(f"datamill {dm['label']}: stages {', '.join(per_stage)}")
         print(f"  outside the stages: contract gates {t['contracts']:.1f}s (CPU "
               f"{t['contracts cpu']:.1f}s), report {t['report']:.1f}s "
-              f"(CPU {t['report cpu']:.1f}s) and its histograms' wait after the gate "
-              f"{t['figures wait']:.1f}s, the rest (Prefect flow and task runs, catalog) "
-              f"{rest:.1f}s; CPU: flow process "
+              f"(CPU {t['report cpu']:.1f}s), "
+              f"the rest (Prefect flow and task runs, catalog) {rest:.1f}s; CPU: flow process "
               f"{dm['flow_cpu_s']:.1f}s, Dask workers {dm['workers_cpu_s']:.1f}s (the test "
               f"harness's Prefect API server not counted)")
         print(f"  ratio datamill/datatrove: {verdict(dt_s / dm['wall_s'], target)} on run_recipe "

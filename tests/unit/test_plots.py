@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -86,71 +85,6 @@ def test_figures_of_a_run_without_evaluation(mini: dict[str, Any]) -> None:
     assert [f.key for f in figs] == ["score-histograms", "corpus-size"]
     for f in figs:
         _is_png(f.png)
-
-
-def test_figures_take_histograms_drawn_elsewhere(mini: dict[str, Any]) -> None:
-    folder = ins.stage_dir(mini, "filter")
-    assert folder is not None
-    drawn = plots.histogram_figure(folder)
-    assert drawn is not None
-    figs = plots.figures(mini, drawn={folder.resolve(): drawn})
-    assert figs[0] is drawn
-    # one drawn for another folder is not taken: the run's own is drawn, the same bytes
-    again = plots.figures(mini, drawn={folder.parent.resolve(): None})
-    assert again[0] is not drawn and again[0].png == drawn.png
-
-
-def test_histograms_are_drawn_on_a_dask_worker_while_the_flow_gates(mini: dict[str, Any]
-                                                                    ) -> None:
-    """The pipeline starts the filter's histograms on the process's Dask cluster before the
-    filter's contract gate and collects them after it; without a cluster it starts none."""
-    from flows.pipeline import _collect, _draw_beside
-    from flows.runner import RunContext
-    from infra import dask as dask_engine
-    from tasks.stage import Manifest, Upstream
-
-    folder = ins.stage_dir(mini, "filter")
-    assert folder is not None
-    ctx = RunContext("r", None, "", folder.parents[2], catalog=None)
-    up = Upstream()
-    up.add(Manifest("filter", folder.name, 0, 0, 0, {}), docs=True)
-    dask_engine.shutdown()
-    assert _draw_beside(ctx, up) is None  # no cluster in this process: the report draws
-    dask_engine.get_client()
-    drawing = _draw_beside(ctx, up)
-    assert drawing is not None and drawing[0] == folder
-    _collect(ctx, *drawing)
-    fig = ctx.drawn[folder.resolve()]
-    assert fig.key == "score-histograms" and fig.png == plots.histogram_figure(folder).png
-    assert _draw_beside(ctx, Upstream()) is None  # no filter stage in the run
-    # the pipeline warms one worker for the drawing while it gates the ingest output, then
-    # sends the drawing there
-    client = dask_engine.get_client()
-    client.restart()  # fresh worker processes: matplotlib not imported yet
-    assert not any(client.run(_has_pyplot).values())
-    ctx.draw_on = dask_engine.warm_one(plots.warm)
-    assert ctx.draw_on in client.scheduler_info()["workers"]
-    deadline = time.monotonic() + 120
-    while not client.run(_has_pyplot, workers=[ctx.draw_on])[ctx.draw_on]:
-        assert time.monotonic() < deadline, "worker not warmed"
-        time.sleep(0.2)
-    others = [w for w, has in client.run(_has_pyplot).items() if w != ctx.draw_on]
-    assert others and not any(client.run(_has_pyplot, workers=others).values())
-    drawing = _draw_beside(ctx, up)
-    assert drawing is not None
-    assert drawing[1].result(timeout=120).png == fig.png
-    assert {w for ws in client.who_has(drawing[1]).values() for w in ws} == {ctx.draw_on}
-    # a worker that left (a restarted one comes back at another address): no endless wait
-    slow = client.submit(time.sleep, 60, pure=False)
-    with pytest.raises(dask_engine.DaskClusterLost):
-        dask_engine.result_on(slow, "tcp://127.0.0.1:1", poll_s=0.2)
-    assert slow.cancelled()
-
-
-def _has_pyplot() -> bool:
-    import sys
-
-    return "matplotlib.pyplot" in sys.modules
 
 
 def _eval_run(tmp_path: Path, seeds: int, items: bool) -> dict[str, Any]:
