@@ -39,8 +39,9 @@ paragraph scores still apply. A document with fewer than n words has an n-gram s
 Speed: the n-gram scores of a whole batch of documents are computed in one numpy pass
 (``_ngram_chars_batch``: n-grams numbered exactly by ranking (document's (n-1)-gram, next word)
 pairs over every word of the batch, coverage by difference arrays), equal to the plain-Python
-definition (``_ngram_chars``) to the integer: a test checks it. On the sample, 1.8x less CPU
-than the per-document numpy path it replaced (``tests/bench/README.md``, section 8).
+definition (``_ngram_chars``) to the integer: a test checks it. Against the per-document numpy
+path it replaced: 1.6-1.8x less CPU on the sample, 1.1-1.2x on long pages
+(``tests/bench/README.md``, section 8).
 
 Deliberate differences from datatrove: words are word cores rather than the tokens of its
 per-language tokenizer (NLTK or spaCy, which make punctuation marks tokens of their own; on the
