@@ -281,10 +281,17 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
     texts, langs = tx.texts_and_langs(table)
     if config.compat == compat.DATATROVE:
         rows = [compat.gopher_repetition(t or "", TOP_NS, DUP_NS) for t in texts]
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in STATS]
-        arrays = [pa.array(col, type=pa.float32()) for col in columns]
-        return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
-    is_no_space = tx.NoSpaceLangs(config.no_space_langs)
+    else:
+        rows = _rows(table, texts, langs, tx.NoSpaceLangs(config.no_space_langs))
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in STATS]
+    arrays = [pa.array(col, type=pa.float32()) for col in columns]
+    return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
+
+
+def _rows(table: pa.Table, texts: list[str | None], langs: list[str | None],
+          is_no_space: tx.NoSpaceLangs) -> list[list[float | None]]:
+    """Per text its STATS: line and paragraph stats one text at a time, the n-gram stats of
+    the texts written with spaces in word batches (``_ngram_chars_batch``)."""
     n_grams = len(TOP_NS) + len(DUP_NS)
     rows: list[list[float | None]] = []
     todo: list[int] = []  # rows whose n-gram scores the batch path fills in
@@ -303,9 +310,7 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
         for i, row_chars in zip(todo[lo:hi], chars, strict=True):
             size = len(texts[i])  # type: ignore[arg-type]
             rows[i][4:] = [c / size for c in row_chars]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in STATS]
-    arrays = [pa.array(col, type=pa.float32()) for col in columns]
-    return pa.Table.from_arrays(arrays, schema=SCORE_SCHEMA)
+    return rows
 
 
 def _word_batches(words: list[list[str]]) -> list[tuple[int, int]]:

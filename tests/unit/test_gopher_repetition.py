@@ -321,7 +321,7 @@ def test_sample_corpus_runs_with_plausible_rejections():
 def test_batch_ngram_path_matches_the_python_definition() -> None:
     """The vectorised pass over many documents gives, per document, the integers of the
     plain-Python definition: on the sample, hand-made repetitive texts, ties, overlaps,
-    documents shorter than n, empty ones, and a batch cut into several word batches."""
+    documents shorter than n, empty ones, in either order."""
     texts = [r["text"] for r in sample_records()[:600]] + [
         "a b " * 60, "the cat sat on the mat " * 20, "x y z " * 30 + "w",
         "one two three four five " * 12, "a " * 100, "  ".join(["w"] * 47), "",
