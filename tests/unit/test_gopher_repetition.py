@@ -3,6 +3,7 @@ sample corpus."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pyarrow as pa
@@ -336,6 +337,16 @@ def test_batch_ngram_path_matches_the_python_definition() -> None:
     # the n-gram numbers never mix documents: two copies of one text score as one does
     twice = gr._ngram_chars_batch([words[-1], words[-1]]).tolist()
     assert twice == [expect[-1], expect[-1]]
+
+
+def test_batch_ngram_path_on_random_small_vocabularies() -> None:
+    """Texts drawn from 2-6 words of random lengths: dense repeats, ties between n-grams,
+    repeated (n-1)-grams whose n-grams do not repeat (the passes skip the other positions)."""
+    rng = random.Random(7)
+    vocab = ["a", "bb", "ccc", "dddd", "é", "ff"]
+    words = [[rng.choice(vocab[:rng.randint(2, 6)]) for _ in range(rng.randint(0, 60))]
+             for _ in range(400)]
+    assert gr._ngram_chars_batch(words).tolist() == [gr._ngram_chars(ws) for ws in words]
 
 
 def test_score_cuts_large_batches_without_changing_scores(monkeypatch: pytest.MonkeyPatch
