@@ -17,7 +17,6 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows import warm
 from flows.contracts import contract_gate
 from flows.runner import AccountingError, RunContext, run_stage
 from infra.env import check_flow_params
@@ -127,7 +126,6 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
     if mirror is not None:  # a bucket-backed root: what the bucket has comes down first
         log.info("data root %s: %d files pulled", mirror.url, mirror.pull())
     ctx.catalog.start_run(ctx.run_id, recipe.name, ctx.recipe_path, recipe.model_dump())
-    warming = warm.start(recipe.contracts.enabled)  # imports the gates and report need
     try:
         run_stages(ctx, until)
         if after is not None:
@@ -138,7 +136,6 @@ def execute(recipe: Recipe, recipe_path: str, until: str | None = None,
         ctx.catalog.finish_run(ctx.run_id, "failed", error=f"{type(e).__name__}: {e}")
         raise
     finally:
-        warming.join()  # not ended by the interpreter's exit in the middle of an import
         if mirror is not None:
             log.info("data root %s: %d files pushed", mirror.url, mirror.push())
     log.info("report: %s", path)

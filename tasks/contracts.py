@@ -152,12 +152,6 @@ class _GX:
         return out
 
 
-def load() -> None:
-    """Import GX and make its context now, not at the first gate (flows/warm.py does this on
-    a thread while a run's first stages work on the cluster)."""
-    _GX.get()
-
-
 def _merge(checks: list[Check]) -> list[Check]:
     """Sum one expectation's results over shards."""
     merged: dict[tuple[str, str | None], Check] = {}

@@ -58,14 +58,6 @@ def _pyplot() -> Any:
     return plt
 
 
-def load() -> None:
-    """Import matplotlib (Agg) and the report's other modules now, not when the report is
-    written (flows/warm.py)."""
-    _pyplot()
-    import tasks.report  # noqa: F401
-    import tasks.train.stability  # noqa: F401
-
-
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
