@@ -237,6 +237,30 @@ def test_a_split_input_gives_the_unsplit_output(tmp_path: Path) -> None:
     assert "a0#00001-2" in ids and "a0#00002-2" in ids  # the plain new id was taken
 
 
+@pytest.mark.parametrize("local_bytes", [0, 1_000])
+def test_lines_counted_on_the_workers_or_here_plan_the_same_ranges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_bytes: int) -> None:
+    """Plain inputs past LOCAL_COUNT_BYTES (all of them at 0, the first one at 1,000) have
+    their lines counted by the executor's map; the ranges and the output are the same."""
+    from tasks.ingest import plan
+
+    files = _files(tmp_path, IDS)
+    cfg = IngestConfig(lang_id="off", shard_max_bytes=200)
+    here = shard_jobs(files, str(tmp_path / "out"), "jsonl", {}, cfg, _Serial())
+    mapped: list[int] = []
+
+    class Counting(_Serial):
+        def map(self, fn: Any, jobs: Any, desc: str) -> list:
+            mapped.append(len(jobs))
+            return super().map(fn, jobs, desc)
+
+    monkeypatch.setattr(plan, "LOCAL_COUNT_BYTES", local_bytes)
+    there = shard_jobs(files, str(tmp_path / "out"), "jsonl", {}, cfg, Counting())
+    assert there == here and len(mapped) == 1
+    assert 0 < mapped[0] <= len(here) - len(files)  # a count per range but each input's last
+    _same(_stage(tmp_path / "w", files, 200), _stage(tmp_path / "h", files, 10**9))
+
+
 def test_a_rerun_after_a_kill_gives_the_same_output(tmp_path: Path) -> None:
     files = _files(tmp_path, IDS)
     first = _stage(tmp_path, files, 200)
