@@ -166,10 +166,13 @@ def _boundary_re() -> re.Pattern[str]:
     closers = re.escape(tx.CLOSERS)
     cjk = re.escape(_CJK_ENDS)
     # A match starts only at the first mark of a run (the lookbehinds) and never backtracks
-    # (possessive quantifiers), so long runs of dots stay linear.
-    spaced = rf"(?<![{ends}])(?:(?<!\b\w)\.|[{other}])[{ends}]*+[{closers}]*+\s++(?!{lower})"
-    unspaced = rf"(?<![{cjk}])[{cjk}]++[{closers}]*+(?!$)"  # "。次"
-    return re.compile(f"{spaced}|{unspaced}")
+    # (possessive quantifiers), so long runs of dots stay linear. The pattern opens with the
+    # marks' class, which `re` uses to skip to the next mark (~10x faster than testing the
+    # lookbehinds at every character); the lookbehinds, after the mark, read one character
+    # more: `(?<![ends].)` is "the character before the mark is not an end".
+    spaced = rf"(?<=[.{other}])(?<![{ends}].)(?<!\b\w\.)[{ends}]*+[{closers}]*+\s++(?!{lower})"
+    unspaced = rf"(?<=[{cjk}])(?<![{cjk}].)[{cjk}]*+[{closers}]*+(?!$)"  # "。次"
+    return re.compile(f"[.{other}{cjk}](?:{spaced}|{unspaced})")
 
 
 def count_sentences(line: str) -> int:

@@ -282,3 +282,31 @@ def test_sample_corpus_runs_with_plausible_rejections():
     assert sum(1 for i in cjk if reason[i] == "") >= 0.5 * len(cjk)
     by_source = Counter(r["source"] for r, why in zip(records, reason, strict=True) if not why)
     print("  kept by source:", dict(by_source))
+
+
+def test_boundary_pattern_matches_its_lookbehind_first_definition() -> None:
+    """The boundary pattern opens with the marks' class (fast) and checks after the mark what
+    the readable form checks before it: the same matches on the sample's lines, hand-made
+    ones and random strings of marks, closers, letters, spaces and CJK ends."""
+    import random
+    import re
+
+    from tasks.filters import text as tx
+
+    ends, other = re.escape(c4._SPACED_ENDS), re.escape(c4._SPACED_ENDS.replace(".", ""))
+    closers, cjk = re.escape(tx.CLOSERS), re.escape(c4._CJK_ENDS)
+    lower = tx.char_class(("Ll",))
+    readable = re.compile(
+        rf"(?<![{ends}])(?:(?<!\b\w)\.|[{other}])[{ends}]*+[{closers}]*+\s++(?!{lower})"
+        rf"|(?<![{cjk}])[{cjk}]++[{closers}]*+(?!$)")
+    lines = [ln.strip() for r in sample_records() for ln in r["text"].splitlines() if ln.strip()]
+    lines += ["A. b", "x。", "x。y", "。。x", "a.b. C", "e.g. Foo", "i.e. bar", "Hi!! There",
+              'Hi!?" Then', "。」x", "...", ". A", "a . B", "x.」 Y", "؟ ب", "1. 2. 3."]
+    rng = random.Random(3)
+    alphabet = ".!?;…。！？」)\"' aAéb1_\t"
+    lines += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+              for _ in range(20_000)]
+    fast = c4._boundary_re()
+    for line in lines:
+        assert [m.span() for m in fast.finditer(line)] == \
+            [m.span() for m in readable.finditer(line)], line
