@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import re
+from itertools import filterfalse
 from typing import Annotated, Any
 
 import pyarrow as pa
@@ -213,8 +214,11 @@ def score(table: pa.Table, config: FilterConfig) -> pa.Table:
             ell_ratio.append(None)
         n_tokens = len(text.split())
         if n_tokens:
-            # a token's letters all lie inside its core, so count over the cores
-            alpha_frac.append(sum(map(bool, map(letter_search, cores))) / n_tokens)
+            # a token's letters all lie inside its core, so count over the cores; a core of
+            # letters only (str.isalpha: the same L* categories) needs no regex
+            with_letter = sum(map(str.isalpha, cores)) + sum(
+                map(bool, map(letter_search, filterfalse(str.isalpha, cores))))
+            alpha_frac.append(with_letter / n_tokens)
         else:
             alpha_frac.append(None)
         if stop_set is None:

@@ -368,3 +368,14 @@ def test_sample_corpus_scores_are_plausible():
     assert sum(r[f"{P}_stop_words"] > 0 for r in en) >= 0.9 * len(en)
     alpha = sorted(r[f"{P}_alpha_words_frac"] for r in en)
     assert alpha[len(alpha) // 2] >= 0.8
+
+
+def test_every_isalpha_character_is_a_letter_of_the_word_pattern():
+    """alpha_frac counts a core of str.isalpha characters without the letter regex: that
+    needs every isalpha code point to be in the pattern's letter class."""
+    from tasks.filters.gopher import _letter_re
+
+    letter = _letter_re().fullmatch
+    missing = [hex(c) for c in range(0x110000)
+               if not 0xD800 <= c <= 0xDFFF and chr(c).isalpha() and not letter(chr(c))]
+    assert missing == []
