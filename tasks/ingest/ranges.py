@@ -5,7 +5,8 @@ as a shard of its own (its own parts, its own resume marker).
 
 - plain JSONL: at the first line start ``range_bytes`` or more past the last cut
   (`plain_cuts`, a few small reads); the newlines between cuts are counted per range
-  (`count_lines`, in parallel on the stage's workers: ``tasks/ingest/plan.py``);
+  (`count_lines`: in the planning process for inputs up to ``LOCAL_COUNT_BYTES`` in all,
+  else in parallel on the stage's workers: ``tasks/ingest/plan.py``);
 - zstd made of several frames (as ``pzstd`` and dumps written frame by frame produce): at
   frame starts, about ``range_bytes`` of decompressed data apart (`zstd_ranges`, one pass
   decompressing the file). A range starts decompressing at its first frame; the line that
@@ -66,8 +67,8 @@ def plan(path: str, fmt: str, range_bytes: int) -> list[dict[str, Any]] | None:
 
 
 def count_lines(path: str, start: int, end: int) -> int:
-    """Newlines in [start, end) of a file (one range's share of the planning: they run in
-    parallel)."""
+    """Newlines in [start, end) of a file (one range's share of the planning; on the workers,
+    the ranges are counted in parallel)."""
     with open(path, "rb") as fh:
         fh.seek(start)
         n, left = 0, end - start
