@@ -250,9 +250,11 @@ class LineJudge:
         for line in lines:
             if dt:
                 line = line.strip()
-            tokens = line.split() if (check_words or check_long) else None
-            if check_long and max(map(len, tokens), default=0) > long_word:  # type: ignore[arg-type,operator]
+            # the word rules count the line's tokens before citations are removed
+            tokens = line.split() if check_long else None
+            if check_long and max(map(len, tokens), default=0) > long_word:  # type: ignore[arg-type]
                 continue
+            before = line
             if cite and "[" in line:
                 line = _CITATION.sub("", line)
                 if not dt:
@@ -261,7 +263,9 @@ class LineJudge:
                         continue
             if check_punct and (not line.endswith(terminal) or line.endswith(ellipses)):
                 continue
-            if check_words and len(tokens) < min_words:  # type: ignore[arg-type]
+            # split only as far as the rule looks: more than min_words pieces cannot matter
+            if check_words and len(tokens if tokens is not None else
+                                   before.split(None, min_words)) < min_words:
                 continue
             if check_lorem or check_js or check_curly or check_policy:
                 line_low = line.lower()
