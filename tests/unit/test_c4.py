@@ -310,3 +310,15 @@ def test_boundary_pattern_matches_its_lookbehind_first_definition() -> None:
     for line in lines:
         assert [m.span() for m in fast.finditer(line)] == \
             [m.span() for m in readable.finditer(line)], line
+
+
+@pytest.mark.parametrize("max_word_length", [1000, 5])
+def test_words_per_line_counts_the_tokens_before_citations_are_removed(max_word_length) -> None:
+    """As datatrove and TFDS's C4 do: "Alpha [1] beta." has 3 tokens (kept at min 3 words),
+    though "Alpha  beta." has 2; with or without the long-word rule splitting the line."""
+    judge = c4.LineJudge(Config(max_word_length=max_word_length))
+    text = "Alpha [1] beta.\nAlpha [1].\nOne two three four.\nOne two threeeeee."
+    kept, lines, _, _ = judge.kept_lines(text, "en")
+    assert lines == 4
+    assert kept == ["Alpha  beta.", "One two three four."] + (
+        ["One two threeeeee."] if max_word_length > 10 else [])
