@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from tasks.catalog_file import (
     CatalogBusy,
+    insert_rows,
     open_duckdb,
     process_lock,
     publish_snapshot,
@@ -200,23 +201,21 @@ class Catalog:
             rows = [[run_id, manifest["stage"], rule, c["first"], c["alone"]]
                     for rule, c in sorted(manifest.get("rejections", {}).items())]
             if rows:
-                con.executemany("INSERT INTO rejections VALUES (?, ?, ?, ?, ?)", rows)
+                insert_rows(con, "INSERT INTO rejections", rows)
 
     def record_metrics(self, run_id: str, rows: list[tuple[int, str, float]],
                        seed: int = 0) -> None:
         if rows:
             with self.connect() as con:
-                con.executemany(
-                    "INSERT INTO metrics (run_id, step, name, value, seed) VALUES (?, ?, ?, ?, ?)",
-                    [[run_id, s, n, v, seed] for s, n, v in rows])
+                insert_rows(con, "INSERT INTO metrics (run_id, step, name, value, seed)",
+                            [[run_id, s, n, v, seed] for s, n, v in rows])
 
     def record_evals(self, run_id: str, checkpoint: str,
                      rows: list[tuple[str, str, float]], seed: int = 0) -> None:
         if rows:
             with self.connect() as con:
-                con.executemany(
-                    "INSERT INTO evals (run_id, checkpoint, task, metric, value, seed) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                insert_rows(
+                    con, "INSERT INTO evals (run_id, checkpoint, task, metric, value, seed)",
                     [[run_id, checkpoint, t, m, v, seed] for t, m, v in rows])
 
     def record_decisions(self, run_a: str, run_b: str, rows: list[dict[str, Any]],
@@ -225,10 +224,10 @@ class Catalog:
         groups the pairs of one ablation flow run."""
         if rows:
             with self.connect() as con:
-                con.executemany(
-                    "INSERT INTO decisions (decided_at, run_a, run_b, task, metric, a, b, diff, "
-                    "ci_low, ci_high, mde, items, seeds, verdict, signal, noise, snr, note, "
-                    "ablation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                insert_rows(
+                    con, "INSERT INTO decisions (decided_at, run_a, run_b, task, metric, a, b, "
+                    "diff, ci_low, ci_high, mde, items, seeds, verdict, signal, noise, snr, note, "
+                    "ablation)",
                     [[now(), run_a, run_b, r["task"], r["metric"], r["a"], r["b"], r["diff"],
                       r["ci_low"], r["ci_high"], r["mde"], r["items"], r["seeds"],
                       r["verdict"], r.get("signal"), r.get("noise"), r.get("snr"),
@@ -244,17 +243,17 @@ class Catalog:
         """The input files an incremental ingest consumed (its deltas' memory)."""
         if files:
             with self._write(con) as con:
-                con.executemany("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                                [[run_id, recipe, ingest_version, f["path"], f["size"],
-                                  f["mtime_ns"], f["sha256"], now()] for f in files])
+                insert_rows(con, "INSERT INTO inputs",
+                            [[run_id, recipe, ingest_version, f["path"], f["size"],
+                              f["mtime_ns"], f["sha256"], now()] for f in files])
 
     def record_contracts(self, run_id: str, stage: str, version: str, suite: str, rows: int,
                          checks: list[dict[str, Any]]) -> None:
         """A data contract's checks on one stage output (tasks/contracts.py)."""
         if checks:
             with self.connect() as con:
-                con.executemany(
-                    "INSERT INTO contracts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                insert_rows(
+                    con, "INSERT INTO contracts",
                     [[run_id, stage, version, suite, c["expectation"], c["column"],
                       c["success"], c["offending"], c["observed"], rows, now()]
                      for c in checks])
