@@ -263,7 +263,8 @@ class LineJudge:
                         continue
             if check_punct and (not line.endswith(terminal) or line.endswith(ellipses)):
                 continue
-            # split only as far as the rule looks: more than min_words pieces cannot matter
+            # split only as far as the rule looks: at most min_words + 1 pieces, and fewer
+            # than min_words exactly when the whole split has fewer
             if check_words and len(tokens if tokens is not None else
                                    before.split(None, min_words)) < min_words:
                 continue

@@ -36,12 +36,11 @@ text without non-blank lines. For a document whose ``lang`` is in ``no_space_lan
 scores are null (whitespace tokens are not words there; their rules do not apply); the line and
 paragraph scores still apply. A document with fewer than n words has an n-gram score of 0.
 
-Speed: the n-gram scores of a whole batch of documents are computed in one numpy pass
+Speed: the n-gram scores of a whole batch of documents are computed in numpy passes
 (``_ngram_chars_batch``: n-grams numbered exactly by ranking (document's (n-1)-gram, next word)
-pairs over every word of the batch, coverage by difference arrays), equal to the plain-Python
-definition (``_ngram_chars``) to the integer: a test checks it. Against the per-document numpy
-path it replaced: 1.6-1.8x less CPU on the sample, 1.1-1.2x on long pages
-(``tests/bench/README.md``, section 8).
+pairs, each pass over only the positions whose (n-1)-gram repeats, coverage from prefix sums),
+equal to the plain-Python definition (``_ngram_chars``) to the integer: tests check it. Figures
+in ``tests/bench/README.md``, section 8.
 
 Deliberate differences from datatrove: words are word cores rather than the tokens of its
 per-language tokenizer (NLTK or spaCy, which make punctuation marks tokens of their own; on the

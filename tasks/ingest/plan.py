@@ -19,7 +19,7 @@ from tasks.ingest import ranges
 from tasks.ingest.ids import dropped, forget, input_key, unique_ids
 from tasks.ingest.shard import ingest_file
 
-# plain inputs up to this many bytes in all have their lines counted in this process: one
+# plain inputs up to this many bytes (256 MiB) in all have their lines counted in this process: one
 # read from the page cache (~2 GB/s) costs less than a round trip to the workers (~25 ms for
 # 8 tiny tasks on 2 local workers); beyond it they are counted on the workers, in parallel
 LOCAL_COUNT_BYTES = 256 * 2**20

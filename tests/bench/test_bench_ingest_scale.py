@@ -152,7 +152,7 @@ def _bench_one_file(lines: list[bytes], scale: int, tmp: Path,
           f"{os.getloadavg()[0]:.1f} (other processes share them)")
     print(table(["cluster", "ranges", "docs", "s", "plan s", "shards s", "ids s", "MB/s",
                  "speed-up"], rows))
-    print(f"speed-up of each pair (1 then 2 workers, in turn): "
+    print(f"speed-up of each pair (1 then 2 workers, in turn), sorted: "
           f"{', '.join(f'{r:.2f}x' for r in pairs)}; median {statistics.median(pairs):.2f}x")
     print(f"the cores' ceiling: one ingest process {solo:.2f} s; two side by side "
           f"{pair[0]:.2f} s and {pair[1]:.2f} s (the input above, fastest of {RUNS} each)")

@@ -1,4 +1,5 @@
-"""The catalog's many-row writes (one statement per chunk of rows): every row back, in order,
+"""The catalog's many-row writes (one statement per chunk of rows): every row back, in order
+(rejections are read in rowid order and span two chunks),
 with ints, floats and nulls mixed in a column."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ def test_rows_round_trip_across_chunks(tmp_path: Path) -> None:
     cat.start_run("r1", "recipe", "/r.yaml", {})
     metrics = [(step, "loss", step if step % 2 else step + 0.5) for step in range(600)]
     cat.record_metrics("r1", metrics, seed=3)  # 600 rows: three statements of <= 250
-    rejections = {f"rule{i:02d}": {"first": i, "alone": 2 * i} for i in range(30)}
+    rejections = {f"rule{i:03d}": {"first": i, "alone": 2 * i} for i in range(300)}  # 2 chunks
     cat.record_stage("r1", {"stage": "filter", "version": "v", "docs_in": 10, "docs_kept": 4,
                             "docs_rejected": 6, "rejections": rejections}, 1.5, "/out", False)
     checks = [{"expectation": f"e{i}", "column": None if i % 3 else "text", "success": i != 4,

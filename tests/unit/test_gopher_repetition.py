@@ -340,8 +340,9 @@ def test_batch_ngram_path_matches_the_python_definition() -> None:
 
 
 def test_batch_ngram_path_on_random_small_vocabularies() -> None:
-    """Texts drawn from 2-6 words of random lengths: dense repeats, ties between n-grams,
-    repeated (n-1)-grams whose n-grams do not repeat (the passes skip the other positions)."""
+    """Texts of random lengths, each word drawn from the first 2-6 words of a 6-word
+    vocabulary: dense repeats, ties between n-grams, repeated (n-1)-grams whose n-grams do
+    not repeat (the passes skip the other positions)."""
     rng = random.Random(7)
     vocab = ["a", "bb", "ccc", "dddd", "é", "ff"]
     words = [[rng.choice(vocab[:rng.randint(2, 6)]) for _ in range(rng.randint(0, 60))]

@@ -256,8 +256,11 @@ def test_lines_counted_on_the_workers_or_here_plan_the_same_ranges(
 
     monkeypatch.setattr(plan, "LOCAL_COUNT_BYTES", local_bytes)
     there = shard_jobs(files, str(tmp_path / "out"), "jsonl", {}, cfg, Counting())
-    assert there == here and len(mapped) == 1
-    assert 0 < mapped[0] <= len(here) - len(files)  # a count per range but each input's last
+    # a count per range but each input's last, for the inputs past the budget
+    cuts = [plan.ranges.plain_cuts(str(f), 200) for f in files]
+    assert cuts[0] and cuts[0][-1] > 1_000 and cuts[1] and cuts[1][-1] <= 1_000
+    expect = sum(len(c) - 1 for c in cuts if c) if local_bytes == 0 else len(cuts[0]) - 1
+    assert there == here and mapped == [expect]
     _same(_stage(tmp_path / "w", files, 200), _stage(tmp_path / "h", files, 10**9))
 
 
