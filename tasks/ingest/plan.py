@@ -19,9 +19,9 @@ from tasks.ingest import ranges
 from tasks.ingest.ids import dropped, forget, input_key, unique_ids
 from tasks.ingest.shard import ingest_file
 
-# plain inputs up to this many bytes (256 MiB) in all have their lines counted in this process: one
-# read from the page cache (~2 GB/s) costs less than a round trip to the workers (~25 ms for
-# 8 tiny tasks on 2 local workers); beyond it they are counted on the workers, in parallel
+# plain inputs up to this many bytes (256 MiB) in all have their lines counted in this
+# process: one read from the page cache (~2 GB/s) costs less than a round trip to the workers
+# (~25 ms for 8 tiny tasks on 2 local workers); beyond it they are counted on the workers
 LOCAL_COUNT_BYTES = 256 * 2**20
 
 
@@ -35,7 +35,7 @@ def shard_jobs(found: Sequence[Path], out_dir: str, fmt: str, fields: dict[str, 
     paths = [str(f.resolve()) for f in found]  # labels quarantine rows, seeds ids
     cuts: dict[int, list[int]] = {}
     todo: list[tuple[int, str, tuple[Any, ...]]] = []  # (input, task, args)
-    local: list[tuple[int, str, tuple[Any, ...]]] = []
+    counts: dict[int, list[int]] = {}
     budget = LOCAL_COUNT_BYTES
     for i, path in enumerate(paths):
         how = ranges.kind(path, fmt, range_bytes)
@@ -43,16 +43,16 @@ def shard_jobs(found: Sequence[Path], out_dir: str, fmt: str, fields: dict[str, 
             todo.append((i, "zstd", (path, range_bytes)))
         elif how == "plain" and (c := ranges.plain_cuts(path, range_bytes)):
             cuts[i] = c
-            here = c[-1] <= budget  # the last range's lines are never counted
-            budget -= c[-1] if here else 0
-            (local if here else todo).extend(
-                (i, "count", (path, a, b)) for a, b in zip(c, c[1:], strict=False))
+            between = list(zip(c, c[1:], strict=False))  # the last range's lines: not needed
+            if c[-1] <= budget:
+                budget -= c[-1]
+                counts[i] = [ranges.count_lines(path, a, b) for a, b in between]
+            else:
+                todo += [(i, "count", (path, a, b)) for a, b in between]
     done = ex.map(_planning, [(task, args) for _, task, args in todo], "ingest ranges") \
         if todo else []
     parts: dict[int, list[dict[str, Any]] | None] = {}
-    counts: dict[int, list[int]] = {}
-    done = [_planning(task, args) for _, task, args in local] + done
-    for (i, task, _), got in zip(local + todo, done, strict=True):
+    for (i, task, _), got in zip(todo, done, strict=True):
         if task == "zstd":
             parts[i] = got
         else:
