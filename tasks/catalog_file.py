@@ -4,6 +4,7 @@ publishes after each write (tasks/catalog.py)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
@@ -59,8 +60,20 @@ def _host() -> Any:
         if _HOST is None or _HOST[0] != os.getpid():
             import duckdb
 
+            if _HOST is None:
+                atexit.register(_close_host)
             _HOST = (os.getpid(), duckdb.connect(":memory:"))
         return _HOST[1].cursor()  # a connection of its own to the shared instance
+
+
+def _close_host() -> None:
+    """At exit, before modules are torn down: an instance still alive then makes DuckDB's
+    bindings report leaked objects on stderr."""
+    global _HOST
+    with _HOST_GUARD:
+        if _HOST is not None and _HOST[0] == os.getpid():
+            _HOST[1].close()
+        _HOST = None
 
 
 @contextmanager
