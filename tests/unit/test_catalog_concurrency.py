@@ -113,3 +113,66 @@ def test_a_catalog_without_snapshot_gets_one_and_a_failed_publish_fails_no_write
     monkeypatch.undo()
     assert len(cat.runs()) == 2 and len(Catalog(cat.path, snapshot=True).runs()) == 1
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_forked_child_writes_through_its_own_instance(cat: Catalog) -> None:
+    # the parent's kept DuckDB instance is closed before the fork: a child that used or freed
+    # it would hang or crash
+    cat.start_run("parent", "sample", "recipes/sample.yaml", {})
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's own exit status is the assertion
+        try:
+            cat.start_run("child", "sample", "recipes/sample.yaml", {})
+            code = 0 if {r["run_id"] for r in cat.runs()} >= {"parent", "child"} else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    deadline = time.monotonic() + 60  # a child stuck in the parent's instance: killed, fails
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    cat.start_run("after", "sample", "recipes/sample.yaml", {})
+    assert {r["run_id"] for r in cat.runs()} == {"r0", "parent", "child", "after"}
+
+
+def test_an_error_in_a_write_leaves_the_file_free(cat: Catalog,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RuntimeError), cat.connect() as con:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("INSERT INTO runs (run_id, status) VALUES ('half', 'running')")
+        raise RuntimeError("boom")
+    holder = hold(cat.path, "rw", 0)  # another process gets the file at once
+    out, _ = holder.communicate(timeout=30)
+    assert out.strip() == "2"  # r0 and the holder's own row: 'half' was rolled back
+
+
+def test_a_failed_detach_closes_the_instance_which_frees_the_file(
+        cat: Catalog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import tasks.catalog_file as cf
+
+    real = cf._host
+
+    class NoDetach:  # a cursor whose DETACH fails, as a checkpoint on a full disk would
+        def __init__(self) -> None:
+            self.cur = real()
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith("DETACH"):
+                raise OSError(28, "No space left on device")
+            return self.cur.execute(sql, *args)
+
+        def close(self) -> None:
+            self.cur.close()
+
+    monkeypatch.setattr(cf, "_host", NoDetach)
+    cat.finish_run("r0", "failed", error="boom")  # written; the detach fails, not the write
+    monkeypatch.undo()
+    assert "not detached" in caplog.text
+    holder = hold(cat.path, "ro", 0)  # the file is free for another process
+    out, _ = holder.communicate(timeout=30)
+    assert out.strip() == "1"
+    assert cat.show("r0")["status"] == "failed"  # and this process opens it again
