@@ -24,7 +24,6 @@ _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
 _HOST: tuple[int, Any] | None = None  # (pid, in-memory DuckDB connection): see _host
 _HOST_GUARD = threading.Lock()
-_ATEXIT = False  # _close_host registered
 
 
 class CatalogBusy(TimeoutError):
@@ -55,39 +54,26 @@ def process_lock(path: Path) -> threading.RLock:
 def _host() -> Any:
     """This process's in-memory DuckDB instance, which catalog files are attached to.
     Measured here: a new instance (``duckdb.connect``) takes 15-19 ms to open and 4-6 ms to
-    close; an ATTACH + DETACH on a kept one, ~1-2 ms. Closed before a fork (see below)."""
+    close; an ATTACH + DETACH on a kept one, ~1-2 ms. A forked child makes its own."""
     global _HOST
     with _HOST_GUARD:
         if _HOST is None or _HOST[0] != os.getpid():
             import duckdb
 
-            global _ATEXIT
-            if not _ATEXIT:
-                _ATEXIT = atexit.register(_close_host) is not None
+            if _HOST is None:
+                atexit.register(_close_host)
             _HOST = (os.getpid(), duckdb.connect(":memory:"))
         return _HOST[1].cursor()  # a connection of its own to the shared instance
 
 
 def _close_host() -> None:
-    """At exit, before modules are torn down (an instance still alive then makes DuckDB's
-    bindings report leaked objects on stderr), and before a fork."""
+    """At exit, before modules are torn down: an instance still alive then makes DuckDB's
+    bindings report leaked objects on stderr."""
     global _HOST
     with _HOST_GUARD:
         if _HOST is not None and _HOST[0] == os.getpid():
             _HOST[1].close()
-            _HOST = None
-
-
-def _new_guard_in_child() -> None:
-    global _HOST, _HOST_GUARD
-    _HOST, _HOST_GUARD = None, threading.Lock()  # the parent's may have been held at the fork
-
-
-# A forked child must neither use nor free its parent's DuckDB instance (either hangs or
-# crashes in DuckDB): the parent closes its own before a fork and opens another on next use
-# (a cursor in use by another thread keeps the instance alive there, and in the child it
-# stays referenced by that thread's frame, never freed); the child makes its own.
-os.register_at_fork(before=_close_host, after_in_child=_new_guard_in_child)
+        _HOST = None
 
 
 @contextmanager
@@ -130,17 +116,11 @@ def open_duckdb(path: Path, read_only: bool) -> Iterator[Any]:
         yield con
     finally:
         con.close()  # ends an open transaction (rolled back) before the detach
-        detach, dropped = _host(), False
+        detach = _host()
         try:
             detach.execute(f"DETACH {alias}")
-        except Exception as e:  # noqa: BLE001 - e.g. its checkpoint on a full disk
-            log.warning("catalog %s not detached (%s): the process's DuckDB instance is "
-                        "closed instead, which releases the file", path, e)
-            dropped = True
         finally:
             detach.close()
-        if dropped:
-            _close_host()
 
 
 def publish_snapshot(con: Any, live: Path) -> IO[bytes] | None:
@@ -148,12 +128,12 @@ def publish_snapshot(con: Any, live: Path) -> IO[bytes] | None:
     publish in the order they wrote), through a temporary name and ``os.replace``: a new
     inode, so a reader holding the old snapshot keeps it and blocks nothing.
 
-    After a CHECKPOINT the main file holds every commit. Measured on a 4 MB catalog (when each
-    write opened a new DuckDB instance): the copy and its fsync add ~2-6 ms; ``ATTACH`` +
-    ``COPY FROM DATABASE`` ~160 ms, ``EXPORT DATABASE`` ~380 ms. The copy's source is returned
-    open: closing any descriptor of a file drops the process's POSIX locks on it, DuckDB's
-    among them, so the caller closes it after the detach. A failed publish keeps the previous
-    snapshot and never fails the write."""
+    After a CHECKPOINT the main file holds every commit. Measured on a 4 MB catalog: the copy
+    and its fsync add ~2-6 ms to a write's ~180 ms; ``ATTACH`` + ``COPY FROM DATABASE`` adds
+    ~160 ms, ``EXPORT DATABASE`` ~380 ms. The copy's source is returned open: closing any
+    descriptor of a file drops the process's POSIX locks on it, DuckDB's among them, so the
+    caller closes it after the connection. A failed publish keeps the previous snapshot and
+    never fails the write."""
     snap = snapshot_of(live)
     tmp = snap.with_name(f".{snap.name}.tmp-{uuid.uuid4().hex[:8]}")
     src = None
