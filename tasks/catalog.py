@@ -2,9 +2,8 @@
 
 DuckDB locks the file: one read-write process, or any number of read-only ones, never both.
 So only the flow process writes (workers return statistics), each call opens and closes the
-file (attaches it to an in-memory DuckDB instance the process keeps, then detaches it), and a
-write that finds it held waits and retries (``DATAMILL_CATALOG_WAIT_S``, default 300 s)
-instead of failing the run. After each write the writer publishes a copy,
+file, and a write that finds it held waits and retries (``DATAMILL_CATALOG_WAIT_S``, default
+300 s) instead of failing the run. After each write the writer publishes a copy,
 ``catalog.read.duckdb``, by ``os.replace`` (a new inode: a reader holding the old copy keeps
 it and blocks nothing). Readers outside the flow (the CLI, a user's DuckDB session) open that
 snapshot read-only (``Catalog(path, snapshot=True)``, ``Catalog.read()``); the flow's own
@@ -113,17 +112,18 @@ class Catalog:
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"no catalog at {self.path} (has anything run here?)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        src: IO[bytes] | None = None
         with process_lock(self.path):
+            con = open_duckdb(self.path, read_only)
+            src: IO[bytes] | None = None
             try:
-                with open_duckdb(self.path, read_only) as con:
-                    if not read_only:
-                        con.execute(SCHEMA)
-                    yield con
-                    if not read_only:
-                        src = publish_snapshot(con, self.path)
+                if not read_only:
+                    con.execute(SCHEMA)
+                yield con
+                if not read_only:
+                    src = publish_snapshot(con, self.path)
             finally:
-                if src is not None:  # only once detached: see publish_snapshot
+                con.close()
+                if src is not None:  # only now: see publish_snapshot
                     src.close()
 
     @contextmanager
@@ -135,10 +135,11 @@ class Catalog:
             if not self.path.exists():
                 raise FileNotFoundError(f"no catalog at {self.path} (has anything run here?)")
             self.publish()
-        # waits only for a user's read-write connection; a file is attached once at a time
-        with process_lock(self.snapshot_path), \
-                open_duckdb(self.snapshot_path, read_only=True) as con:
+        con = open_duckdb(self.snapshot_path, read_only=True)  # waits only for a user's rw
+        try:
             yield con
+        finally:
+            con.close()
 
     def publish(self) -> None:
         """Publish the snapshot now (an empty write: the schema, then the copy)."""

@@ -1,10 +1,8 @@
-"""The catalog's DuckDB file across processes: opens (attaches to an in-memory instance the
-process keeps) that wait out another process's lock, and the read-only snapshot the writer
-publishes after each write (tasks/catalog.py)."""
+"""The catalog's DuckDB file across processes: opens that wait out another process's lock,
+and the read-only snapshot the writer publishes after each write (tasks/catalog.py)."""
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import random
@@ -12,8 +10,6 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,8 +18,6 @@ WAIT_ENV = "DATAMILL_CATALOG_WAIT_S"
 log = logging.getLogger(__name__)
 _PROCESS_LOCKS: dict[str, threading.RLock] = {}
 _PROCESS_LOCKS_GUARD = threading.Lock()
-_HOST: tuple[int, Any] | None = None  # (pid, in-memory DuckDB connection): see _host
-_HOST_GUARD = threading.Lock()
 
 
 class CatalogBusy(TimeoutError):
@@ -51,76 +45,28 @@ def process_lock(path: Path) -> threading.RLock:
         return _PROCESS_LOCKS.setdefault(str(path.resolve()), threading.RLock())
 
 
-def _host() -> Any:
-    """This process's in-memory DuckDB instance, which catalog files are attached to.
-    Measured here: a new instance (``duckdb.connect``) takes 15-19 ms to open and 4-6 ms to
-    close; an ATTACH + DETACH on a kept one, ~1-2 ms. A forked child makes its own."""
-    global _HOST
-    with _HOST_GUARD:
-        if _HOST is None or _HOST[0] != os.getpid():
-            import duckdb
-
-            if _HOST is None:
-                atexit.register(_close_host)
-            _HOST = (os.getpid(), duckdb.connect(":memory:"))
-        return _HOST[1].cursor()  # a connection of its own to the shared instance
-
-
-def _close_host() -> None:
-    """At exit, before modules are torn down: an instance still alive then makes DuckDB's
-    bindings report leaked objects on stderr."""
-    global _HOST
-    with _HOST_GUARD:
-        if _HOST is not None and _HOST[0] == os.getpid():
-            _HOST[1].close()
-        _HOST = None
-
-
-@contextmanager
-def open_duckdb(path: Path, read_only: bool) -> Iterator[Any]:
-    """A connection whose default database is the file at ``path``, attached for the block and
-    detached after it, which releases DuckDB's lock on the file as closing it would. The
-    attach waits out another process's lock: exponential backoff with jitter (0.05 s doubling
-    to 2 s) until ``wait_budget()`` is spent. A transaction the block leaves open is rolled
-    back. The caller holds ``process_lock(path)``: a file is attached once at a time."""
+def open_duckdb(path: Path, read_only: bool) -> Any:
+    """``duckdb.connect`` that waits out another process's lock on the file: exponential
+    backoff with jitter (0.05 s doubling to 2 s) until ``wait_budget()`` is spent."""
     import duckdb
 
-    alias = "catalog_" + uuid.uuid4().hex[:12]
-    quoted = str(path).replace("'", "''")
-    attach = f"ATTACH '{quoted}' AS {alias}" + (" (READ_ONLY)" if read_only else "")
-    con = _host()
     budget = wait_budget()
     deadline = time.monotonic() + budget
     delay = 0.05
-    try:
-        while True:
-            try:
-                con.execute(attach)
-                break
-            except duckdb.IOException as e:
-                if "lock" not in str(e).lower():
-                    raise
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise CatalogBusy(
-                        f"{path} was held by another process for over {budget:g} s ({e}). "
-                        f"Read the snapshot ({snapshot_of(path).name}, read-only), never the "
-                        f"live file; {WAIT_ENV} sets the wait") from e
-                time.sleep(min(left, delay * random.uniform(0.5, 1.0)))
-                delay = min(delay * 2, 2.0)
-    except BaseException:
-        con.close()
-        raise
-    try:
-        con.execute(f"USE {alias}")
-        yield con
-    finally:
-        con.close()  # ends an open transaction (rolled back) before the detach
-        detach = _host()
+    while True:
         try:
-            detach.execute(f"DETACH {alias}")
-        finally:
-            detach.close()
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower():
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CatalogBusy(
+                    f"{path} was held by another process for over {budget:g} s ({e}). Read "
+                    f"the snapshot ({snapshot_of(path).name}, read-only), never the live "
+                    f"file; {WAIT_ENV} sets the wait") from e
+            time.sleep(min(left, delay * random.uniform(0.5, 1.0)))
+            delay = min(delay * 2, 2.0)
 
 
 def publish_snapshot(con: Any, live: Path) -> IO[bytes] | None:

@@ -1,5 +1,4 @@
-"""The run report's figures from a run's outputs: the score histograms and the corpus sizes as
-SVG documents (tasks/svg.py), bits per byte drawn with matplotlib (Agg) as PNG bytes:
+"""The run report's figures, drawn with matplotlib (Agg) from a run's outputs, as PNG bytes:
 
 - score histograms: per score column a rule thresholds (tasks/inspect.py rule_infos), and
   per selector column (``*_score``, a corpus rule's column or annotation: ``quality_bucket``),
@@ -42,8 +41,7 @@ class Figure:
     key: str  # a Prefect artifact key's tail: lowercase letters, digits, dashes
     title: str
     caption: str
-    png: bytes  # the image's bytes: PNG, or an SVG document (mime)
-    mime: str = "image/png"
+    png: bytes
 
 
 def label(value: Any, chars: int = 40) -> str:
@@ -169,18 +167,46 @@ def selector_columns(manifest: dict[str, Any], numeric: set[str], infos: list[in
 
 
 def score_histograms(folder: Path, manifest: dict[str, Any]) -> bytes | None:
-    """One panel per thresholded score column, stacked, thresholds dashed, as an SVG document
-    (tasks/svg.py; UTF-8 bytes); None without a score column."""
-    from tasks import svg
-
+    """One panel per thresholded score column, stacked, thresholds dashed; None without."""
     data = histogram_data(folder, manifest)
     if not data:
         return None
-    panels = {}
-    for c, h in data.items():
+    plt = _pyplot()
+    n = len(data)
+    ncols = min(3, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 2.9 * nrows), dpi=90,
+                             squeeze=False)
+    for ax, (c, h) in zip(axes.flat, data.items(), strict=False):
+        e = h["edges"]
+        bottom = np.zeros(len(e) - 1)
+        for k, colour in COLOURS.items():  # stacked: one filled step artist per part
+            ax.stairs(bottom + h["counts"][k], e, baseline=bottom.copy(), fill=True,
+                      color=colour, label=k)
+            bottom += h["counts"][k]
+        for t in h["thresholds"]:
+            ax.axvline(t, color="#111", ls="--", lw=1)
+        ax.set_xscale(**h["scale"])
         rules = ", ".join(r.split(".", 1)[-1] for r in h["rules"])
-        panels[c] = (ins.clean(f"{c} ({rules})" if rules else c, 60), h)
-    return svg.histogram_grid(panels, COLOURS).encode("utf-8")
+        # y given: matplotlib then skips measuring every tick label to place the title
+        ax.set_title(label(f"{c} ({rules})" if rules else c, 60), fontsize=8, y=1.0)
+        ax.tick_params(labelsize=7)
+        ax.locator_params(axis="y", nbins=4)
+        if h["scale"]["value"] == "linear":
+            ax.locator_params(axis="x", nbins=5)
+        if h["nulls"]:
+            ax.text(0.98, 0.95, f"{h['nulls']} null", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    # fixed margins: tight_layout would measure every tick label of every panel (slow)
+    height = 2.9 * nrows
+    fig.subplots_adjust(left=0.05, right=0.98, top=1 - 0.3 / height, bottom=0.75 / height,
+                        hspace=0.45, wspace=0.22)
+    return _png(fig)
 
 
 # ------------------------------------------------------------------- corpus size per stage
@@ -208,8 +234,7 @@ def _top(named: dict[str, float], keep: int = MAX_BARS) -> list[str]:
 
 def volumes(run: dict[str, Any], data_root: Path | None = None) -> bytes | None:
     """Bytes per source and per language at ingest (kept) and after the filter, and the
-    tokenize stage's training tokens per source, as an SVG document (tasks/svg.py). None
-    without an ingest and a filter stage."""
+    tokenize stage's training tokens per source. None without an ingest and a filter stage."""
     sizes, tokens = {}, {}
     for stage in ("ingest", "filter"):
         folder = ins.stage_dir(run, stage, data_root)
@@ -219,25 +244,35 @@ def volumes(run: dict[str, Any], data_root: Path | None = None) -> bytes | None:
     tok = ins.stage_dir(run, "tokenize", data_root)
     if tok is not None and (tok / "manifest.json").is_file():
         tokens = ins.load_manifest(tok).get("tokens_by_source", {}) or {}
-    from tasks import svg
-
-    panels: list[tuple[str, list[str], list[svg.Series]]] = []
-    for key, title in (("source", "UTF-8 MB per source"), ("lang", "UTF-8 MB per language")):
+    plt = _pyplot()
+    panels = [("source", "UTF-8 MB per source"), ("lang", "UTF-8 MB per language")]
+    fig, axes = plt.subplots(1, 3 if tokens else 2, figsize=(13 if tokens else 9, 4.2),
+                             dpi=90, squeeze=False)
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
         before = {k: v[1] for k, v in sizes["ingest"][key].items()}
         names = _top(before)
+        y = np.arange(len(names))
+        for off, stage, colour in ((-0.2, "ingest", "#94a3b8"), (0.2, "filter", "#2563eb")):
+            vals = [sizes[stage][key].get(nm, [0, 0])[1] / 1e6 for nm in names]
+            ax.barh(y + off, vals, height=0.4, color=colour,
+                    label=f"{stage} kept" if stage == "filter" else "ingest (before)")
+        ax.set_yticks(y, [label(nm, 24) for nm in names], fontsize=7)
+        ax.invert_yaxis()
         more = len(before) - len(names)
-        panels.append((title + (f" (top {len(names)}, {more} more)" if more else ""),
-                       [ins.clean(nm, 24) for nm in names],
-                       [(lab, colour, [sizes[stage][key].get(nm, [0, 0])[1] / 1e6
-                                       for nm in names])
-                        for stage, lab, colour in (("ingest", "ingest (before)", "#94a3b8"),
-                                                   ("filter", "filter kept", "#2563eb"))]))
+        ax.set_title(title + (f" (top {len(names)}, {more} more)" if more else ""), fontsize=9,
+                     y=1.0)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.legend(fontsize=7)
     if tokens:
+        ax = axes.flat[2]
         names = _top({k: float(v) for k, v in tokens.items()})
-        panels.append(("training tokens per source (tokenize)",
-                       [ins.clean(nm, 24) for nm in names],
-                       [("tokens", "#16a34a", [float(tokens[nm]) for nm in names])]))
-    return svg.hbar_panels(panels).encode("utf-8")
+        ax.barh(np.arange(len(names)), [tokens[nm] for nm in names], color="#16a34a")
+        ax.set_yticks(np.arange(len(names)), [label(nm, 24) for nm in names], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title("training tokens per source (tokenize)", fontsize=9, y=1.0)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    return _png(fig)
 
 
 # ------------------------------------------------------------------ bits per byte per source
@@ -328,12 +363,10 @@ def figures(run: dict[str, Any], data_root: Path | None = None) -> list[Figure]:
     if folder is not None and (folder / "manifest.json").is_file():
         png = score_histograms(folder, ins.load_manifest(folder))
         if png:
-            out.append(Figure("score-histograms", "Score distributions", HIST_NOTE, png,
-                              "image/svg+xml"))
+            out.append(Figure("score-histograms", "Score distributions", HIST_NOTE, png))
     png = volumes(run, data_root)
     if png:
-        out.append(Figure("corpus-size", "Corpus before and after curation", SIZE_NOTE, png,
-                          "image/svg+xml"))
+        out.append(Figure("corpus-size", "Corpus before and after curation", SIZE_NOTE, png))
     # the evaluate stage's chart: its catalog rows, intervals from its per-item scores
     evaluated = any(s.get("stage") == "evaluate" for s in run.get("stages", []))
     png = bpb_chart(bpb_rows(run, data_root)) if evaluated else None

@@ -219,26 +219,24 @@ def gallery_markdown(g: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _img(title: str, png: bytes, mime: str = "image/png") -> str:
-    if mime == "image/svg+xml":  # inline: its bars' titles show on hover
-        return f'<figure role="img" aria-label="{html.escape(title)}">{png.decode()}</figure>'
+def _img(title: str, png: bytes) -> str:
     return (f'<img alt="{html.escape(title)}" '
-            f'src="data:{mime};base64,{base64.b64encode(png).decode()}">')
+            f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
 
 
 def figures_html(ex: dict[str, Any], keys: tuple[str, ...]) -> str:
     return "".join(f"<h2>{html.escape(f.title)}</h2>\n<p>{html.escape(f.caption)}</p>\n"
-                   f"{_img(f.title, f.png, f.mime)}\n" for f in ex["figures"] if f.key in keys)
+                   f"{_img(f.title, f.png)}\n" for f in ex["figures"] if f.key in keys)
 
 
 def extra_artifacts(run: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(key, description, markdown) of the Prefect artifacts beyond the summary: the gallery
-    and one per figure, its image inline as a data URI (the UI renders it; no file server)."""
+    and one per figure, its PNG inline as a data URI (the UI renders it; no file server)."""
     ex = extras(run)
     rid = run["run_id"]
     out = [(f"datamill-{f.key}", f"{f.title}, run {rid}",
             f"# {md_escape(f.title)}\n\n{md_escape(f.caption)}\n\n"
-            f"![{md_escape(f.title)}](data:{f.mime};base64,{base64.b64encode(f.png).decode()})"
+            f"![{md_escape(f.title)}](data:image/png;base64,{base64.b64encode(f.png).decode()})"
             "\n") for f in ex["figures"]]
     if ex["gallery"] is not None:
         out.append(("datamill-gallery", f"What each filter rule dropped and kept, run {rid}",
@@ -300,7 +298,6 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem;
 table {{ border-collapse: collapse; margin: .5rem 0 1.5rem; }}
 th, td {{ border: 1px solid #ccc; padding: .25rem .6rem; text-align: left; }}
 th {{ background: #f3f4f6; }} img {{ max-width: 100%; }}
-figure {{ margin: 0; }} figure svg {{ max-width: 100%; height: auto; }}
 .gallery td {{ font-size: .85rem; vertical-align: top; }} .gallery h3 {{ margin-bottom: .2rem; }}
 </style></head><body>
 <h1>datamill run <code>{html.escape(run['run_id'])}</code></h1>

@@ -17,8 +17,7 @@ Pipeline
    Because the shift is monotone, the minimum is taken on the 64-bit products and shifted once.
    A text with fewer than ``ngram`` words is one shingle (all its words); a text with no word
    gets the all-``0xFFFFFFFF`` signature (so word-less texts are near-duplicates of each other
-   and of nothing else). A compiled kernel (``minhash_kernel.py``, numba) computes them;
-   ``reference_signatures`` is this definition in numpy, which tests hold the kernel to.
+   and of nothing else).
 2. ``band_keys``: the signature is cut into ``bands`` bands of ``rows`` values; each band is
    hashed to one uint64 key. Two documents are LSH candidates when they share a key in the same
    band; at Jaccard ``s`` that happens with probability ``1 - (1 - s**rows)**bands``
@@ -175,24 +174,8 @@ def signatures(
 
     Deterministic for ``(num_perm, ngram, seed)`` and independent of batching: a document's
     signature does not depend on the other texts in the call. ``None`` counts as empty.
-    Computed by the compiled kernel (``minhash_kernel``) a block of documents at a time;
-    ``reference_signatures`` is the same in numpy, the definition the kernel is tested against.
+    Works through the texts ``_DOCS`` at a time, so memory stays bounded for long inputs.
     """
-    from tasks.filters.minhash_kernel import signature_rows
-
-    texts = texts if isinstance(texts, Sequence) else list(texts)
-    out = np.full((len(texts), num_perm), MAX_HASH, dtype=np.uint32)
-    a, b = _permutations(num_perm, seed)
-    signature_rows(texts, ngram, seed, a, b, out)
-    return out
-
-
-def reference_signatures(
-    texts: Iterable[str | None], num_perm: int = 250, ngram: int = 5, seed: int = 1
-) -> np.ndarray:
-    """``signatures`` in numpy, ``_DOCS`` texts at a time: words from ``re``, hashed by the
-    ``xxhash`` package. 4-5x slower than the kernel (its time goes to a Python string and a
-    hash call per word); kept as the reference the kernel must equal."""
     texts = texts if isinstance(texts, Sequence) else list(texts)
     out = np.full((len(texts), num_perm), MAX_HASH, dtype=np.uint32)
     a, b = _permutations(num_perm, seed)

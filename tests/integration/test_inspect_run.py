@@ -25,9 +25,8 @@ OFFLINE = ["--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>
            "--host-resolver-rules=MAP * ~NOTFOUND", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--no-first-run"]
 PROBE = ("<script>addEventListener('load', () => { document.body.dataset.images = "
-         "[...document.images].map(i => i.complete ? i.naturalWidth : -1).join(','); "
-         "document.body.dataset.svgs = [...document.querySelectorAll('figure svg')]"
-         ".map(s => s.getBoundingClientRect().width).join(','); });</script>")
+         "[...document.images].map(i => i.complete ? i.naturalWidth : -1).join(','); });"
+         "</script>")
 
 
 def _no_constants(name: str) -> None:
@@ -74,17 +73,13 @@ def test_report_renders_offline(sample_run: dict[str, Any], tmp_path: Path) -> N
                   "Bits per byte per source", "Gallery: what each rule dropped and kept"):
         assert f"<h2>{html.escape(title)}</h2>" in doc
     srcs = re.findall(r'<img alt="[^"]*" src="([^"]{0,40})', doc)
-    assert len(srcs) == 2 and all(s.startswith("data:image/png;base64,") for s in srcs)
-    for title in ("Score distributions", "Corpus before and after curation"):
-        assert doc.count(f'<figure role="img" aria-label="{title}"><svg ') == 1
+    assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
     page = tmp_path / "report.html"  # a copy with a probe that records each image's width
     page.write_text(doc.replace("</body>", PROBE + "</body>"), encoding="utf-8")
     dom = _chromium(["--dump-dom", page.as_uri()])
     widths = re.search(r'data-images="([^"]*)"', dom)
     assert widths, dom[:500]
-    assert [int(w) > 0 for w in widths[1].split(",")] == [True] * 2
-    svgs = re.search(r'data-svgs="([^"]*)"', dom)
-    assert svgs and [float(w) > 300 for w in svgs[1].split(",")] == [True] * 2
+    assert [int(w) > 0 for w in widths[1].split(",")] == [True] * 4
     shot = tmp_path / "report.png"
     _chromium(["--window-size=1100,2400", "--hide-scrollbars", f"--screenshot={shot}",
                page.as_uri()])
@@ -111,7 +106,6 @@ def test_artifacts_published(sample_run: dict[str, Any]) -> None:
     assert set(mine) == set(keys)
     for key in keys[1:]:
         assert mine[key].type == "markdown"
-        mime = "png" if key == "datamill-bpb-by-source" else "svg+xml"
-        assert f"](data:image/{mime};base64," in str(mine[key].data)
+        assert "](data:image/png;base64," in str(mine[key].data)
     gallery = str(mine["datamill-gallery"].data)
     assert "gopher\\_quality\\.min\\_words" in gallery or "`gopher_quality.min_words`" in gallery

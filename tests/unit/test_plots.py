@@ -39,34 +39,6 @@ def _is_png(png: bytes | None) -> None:
     assert len(set(img.getdata())) > 8  # something was drawn, not a blank canvas
 
 
-def _is_svg(svg: bytes | None, data: dict[str, Any] | None = None) -> None:
-    """An SVG document with a panel per column; given the histogram data, its bars' counts
-    (their hover titles) are the data's, part by part."""
-    import xml.etree.ElementTree as ET
-
-    from tasks.svg import SVG_NS
-
-    assert svg is not None
-    root = ET.fromstring(svg)
-    assert root.tag == f"{{{SVG_NS}}}svg" and int(root.get("width", 0)) > 300
-    bars = [t.text or "" for r in root.iter(f"{{{SVG_NS}}}rect")
-            for t in r.iter(f"{{{SVG_NS}}}title")]
-    assert bars
-    if data is None:
-        return
-    drawn: Counter[str] = Counter()
-    for b in bars:
-        part, rest = b.rsplit(": ", 1)
-        drawn[part] += int(rest.split(" ", 1)[0])
-    for part in plots.COLOURS:
-        assert drawn[part] == sum(int(h["counts"][part].sum()) for h in data.values()), part
-    titles = [t.text for t in root.iter(f"{{{SVG_NS}}}text")]
-    for col in data:
-        assert any(t and t.startswith(col) for t in titles), col
-    dashed = [ln for ln in root.iter(f"{{{SVG_NS}}}line") if ln.get("stroke-dasharray")]
-    assert len(dashed) == sum(len(h["thresholds"]) for h in data.values())
-
-
 def test_histogram_counts_every_document(mini: dict[str, Any]) -> None:
     folder = ins.stage_dir(mini, "filter")
     assert folder is not None
@@ -88,7 +60,7 @@ def test_histogram_counts_every_document(mini: dict[str, Any]) -> None:
     # the top_k rule shares its column with gopher's alpha_words rule: one panel, both rules
     alpha = data["gopher_quality_alpha_words_frac"]
     assert set(alpha["rules"]) == {"gopher_quality.alpha_words", "top_k.below_cut"}
-    _is_svg(plots.score_histograms(folder, m), data)
+    _is_png(plots.score_histograms(folder, m))
 
 
 def test_corpus_bytes_per_source_and_language(mini: dict[str, Any]) -> None:
@@ -111,21 +83,8 @@ def test_corpus_bytes_per_source_and_language(mini: dict[str, Any]) -> None:
 def test_figures_of_a_run_without_evaluation(mini: dict[str, Any]) -> None:
     figs = plots.figures(mini)
     assert [f.key for f in figs] == ["score-histograms", "corpus-size"]
-    assert [f.mime for f in figs] == ["image/svg+xml", "image/svg+xml"]
     for f in figs:
-        _is_svg(f.png)
-    # the corpus-size bars: each source's MB at ingest and after the filter, as counted
-    import xml.etree.ElementTree as ET
-
-    from tasks.svg import SVG_NS
-
-    bars = {t.text for t in ET.fromstring(figs[1].png).iter(f"{{{SVG_NS}}}title")}
-    for stage, lab in (("ingest", "ingest (before)"), ("filter", "filter kept")):
-        folder = ins.stage_dir(mini, stage)
-        assert folder is not None
-        got = plots.corpus_bytes(ins.outputs(folder, ins.load_manifest(folder), "kept"))
-        for src, (_, nbytes) in got["source"].items():
-            assert f"{lab}, {ins.clean(src, 24)}: {nbytes / 1e6:.4g}" in bars
+        _is_png(f.png)
 
 
 def _eval_run(tmp_path: Path, seeds: int, items: bool) -> dict[str, Any]:

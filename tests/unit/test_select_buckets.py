@@ -210,5 +210,5 @@ def test_the_report_draws_a_histogram_per_selector_column(tmp_path: Path) -> Non
         h = data[col]
         assert int(h["counts"]["kept"].sum()) + h["nulls"] == 12, col
         assert h["rules"] == [] and h["thresholds"] == []
-    svg = plots.score_histograms(folder, manifest)
-    assert svg is not None and svg.startswith(b"<svg ") and b"quality_bucket" in svg
+    png = plots.score_histograms(folder, manifest)
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
